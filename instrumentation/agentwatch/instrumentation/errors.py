@@ -70,8 +70,7 @@ class ToolDenied(RunStopped):
         self.tool = tool
         self.rule = rule
         super().__init__(
-            message
-            or f"tool {tool!r} denied by rule {rule!r}; add it to Policy(allow=...) if the agent may call it"
+            message or f"tool {tool!r} denied by rule {rule!r}; add it to Policy(allow=...) if the agent may call it"
         )
 
 

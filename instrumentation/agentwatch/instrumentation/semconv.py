@@ -129,7 +129,7 @@ EVENT_ATTR_SCOPE: Final = "scope"
 EVENT_ATTR_APPROVER: Final = "approver"
 
 
-class StopReason(str, enum.Enum):
+class StopReason(enum.StrEnum):
     """Why a run ended: a closed set, so dashboards and alerts can rely on it."""
 
     COMPLETED = "completed"
@@ -148,7 +148,7 @@ class StopReason(str, enum.Enum):
         return self.value
 
 
-class BudgetName(str, enum.Enum):
+class BudgetName(enum.StrEnum):
     """The budgets a run can exhaust; the value is the ``budget`` label and event attribute."""
 
     STEPS = "steps"
@@ -173,7 +173,7 @@ _BUDGET_STOP_REASONS: Final = {
 }
 
 
-class Track(str, enum.Enum):
+class Track(enum.StrEnum):
     """Deployment track of an agent version; drift compares canary with baseline (else stable)."""
 
     STABLE = "stable"
@@ -184,7 +184,7 @@ class Track(str, enum.Enum):
         return self.value
 
 
-class ToolDisposition(str, enum.Enum):
+class ToolDisposition(enum.StrEnum):
     """What the gateway decided about a tool call."""
 
     ALLOWED = "allowed"
@@ -199,7 +199,7 @@ class ToolDisposition(str, enum.Enum):
         return self.value
 
 
-class ToolOutcome(str, enum.Enum):
+class ToolOutcome(enum.StrEnum):
     """How a tool call ended: it ran and returned, it ran and raised, or it never ran."""
 
     OK = "ok"
@@ -210,7 +210,7 @@ class ToolOutcome(str, enum.Enum):
         return self.value
 
 
-class ToolRisk(str, enum.Enum):
+class ToolRisk(enum.StrEnum):
     """Risk tier of a tool: read-only, with side effects, or gated by a human approval."""
 
     READ = "read"

@@ -1,0 +1,510 @@
+"""The tool gateway: every tool call of an agent goes through here, whatever runtime drives it.
+
+Per call, in order: budget (the call is refused before anything starts), then a span, the kill
+switch, the policy (default deny, deny beats allow), an unknown-tool check, idempotency (a repeated
+key returns the first result), approval, scoped credentials, and finally the tool itself.
+Each decision is recorded on the ``execute_tool`` span as a disposition and an outcome, so a
+denied or killed call is as visible as an executed one.
+
+When a kill-switch source cannot be read the gateway fails closed for write and approval tools
+(disposition ``killed``, rule ``kill_switch_unavailable``, raised as ``ToolDenied`` so the run can
+go on with read-only tools) and fails open for read-only tools and steps (logged once per problem).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import inspect
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeAlias, runtime_checkable
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Span, Status, StatusCode
+
+from agentwatch.instrumentation import semconv
+from agentwatch.instrumentation._approval import (
+    ApprovalCaller,
+    ApprovalDecision,
+    ApprovalRequest,
+    ApproverLike,
+)
+from agentwatch.instrumentation._context import current_run, current_step
+from agentwatch.instrumentation._guard import end_span, start_span
+from agentwatch.instrumentation._policy import Policy, PolicyDecision
+from agentwatch.instrumentation._settings import InstrumentationSettings
+from agentwatch.instrumentation._setup import current_settings
+from agentwatch.instrumentation.errors import ApprovalRejected, KillSwitchEngaged, ToolDenied, UnknownTool
+from agentwatch.instrumentation.killswitch import KillSwitch, KillSwitchSource
+from agentwatch.instrumentation.semconv import ToolDisposition, ToolOutcome, ToolRisk
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
+
+    from agentwatch.instrumentation._run import AgentRun
+
+audit_logger: Final = logging.getLogger("agentwatch.audit")
+
+KILL_SWITCH_UNAVAILABLE_RULE: Final = "kill_switch_unavailable"
+_STANDALONE_IDEMPOTENCY_LIMIT: Final = 10_000
+
+ToolFunction: TypeAlias = Callable[..., Any]
+
+
+@runtime_checkable
+class CredentialsProvider(Protocol):
+    """Hands a tool the credentials scoped to it and to the tenant; values never reach a span."""
+
+    def get(self, tool: str, tenant_id: str | None) -> Mapping[str, str] | None: ...
+
+
+CredentialsLike: TypeAlias = CredentialsProvider | Callable[[str, str | None], Mapping[str, str] | None]
+
+
+@dataclass(frozen=True, slots=True)
+class _ToolSpec:
+    function: ToolFunction
+    is_async: bool
+    takes_credentials: bool
+    takes_approval_token: bool
+
+
+def _inspect_tool(name: str, function: ToolFunction) -> _ToolSpec:
+    if not callable(function):
+        raise TypeError(f"tool {name!r} is not callable")
+    try:
+        parameters = inspect.signature(function).parameters
+    except (TypeError, ValueError):  # some builtins have no signature
+        parameters = {}  # type: ignore[assignment]
+    return _ToolSpec(
+        function=function,
+        is_async=inspect.iscoroutinefunction(function),
+        takes_credentials="credentials" in parameters,
+        takes_approval_token="approval_token" in parameters,
+    )
+
+
+class _Idempotency:
+    """First result per (tool, key); a concurrent repeat waits for the first call to finish."""
+
+    def __init__(self, limit: int | None = None) -> None:
+        self._entries: OrderedDict[tuple[str, str], concurrent.futures.Future[Any]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._limit = limit
+
+    def claim(self, tool: str, key: str) -> tuple[bool, concurrent.futures.Future[Any]]:
+        """Return (owner, future): the owner runs the tool and resolves the future."""
+        with self._lock:
+            existing = self._entries.get((tool, key))
+            if existing is not None:
+                return False, existing
+            future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+            self._entries[(tool, key)] = future
+            if self._limit is not None and len(self._entries) > self._limit:
+                self._entries.popitem(last=False)
+            return True, future
+
+    def forget(self, tool: str, key: str) -> None:
+        # A failed call is not remembered, so the write can be retried with the same key.
+        with self._lock:
+            self._entries.pop((tool, key), None)
+
+
+@dataclass(slots=True)
+class _Call:
+    """State of one call between the decision phase and the execution phase."""
+
+    tool: str
+    args: dict[str, Any]
+    span: Span
+    token: object
+    run: AgentRun | None
+    settings: InstrumentationSettings
+    decision: PolicyDecision
+    idempotency_key: str | None
+    call_id: str | None
+    secret_values: tuple[str, ...] = ()
+
+
+class ToolGateway:
+    """Owned tool gateway: policy, approvals, scoped credentials, kill switch, idempotency.
+
+    ``tools`` maps names to callables that take the arguments as keywords; a tool that declares a
+    ``credentials`` parameter receives the provider's mapping there, one that declares
+    ``approval_token`` receives the approver's token. One gateway can serve many runs and threads.
+    """
+
+    def __init__(
+        self,
+        *,
+        policy: Policy,
+        tools: Mapping[str, ToolFunction],
+        approver: ApproverLike | None = None,
+        credentials: CredentialsLike | None = None,
+        kill_switch: KillSwitch | KillSwitchSource | None = None,
+        approval_timeout: float = 300.0,
+        tracer_provider: TracerProvider | None = None,
+        settings: InstrumentationSettings | None = None,
+    ) -> None:
+        if not isinstance(policy, Policy):
+            raise TypeError("policy must be an agentwatch Policy(allow=..., require_approval=..., deny=...)")
+        self.policy = policy
+        self._tools = {name: _inspect_tool(name, fn) for name, fn in tools.items()}
+        self._approvals = ApprovalCaller(approver, timeout=approval_timeout)
+        self._credentials = _credentials_function(credentials)
+        self.kill_switch = KillSwitch.from_spec(kill_switch)
+        self._tracer_provider = tracer_provider
+        self._settings = settings
+        self._standalone_idempotency = _Idempotency(limit=_STANDALONE_IDEMPOTENCY_LIMIT)
+
+    @property
+    def tools(self) -> tuple[str, ...]:
+        """Names of the registered tools."""
+        return tuple(self._tools)
+
+    def close(self) -> None:
+        """Release the approval worker threads."""
+        self._approvals.close()
+
+    # -- public entry points --------------------------------------------------------------------
+
+    def call(
+        self,
+        tool: str,
+        args: Mapping[str, Any] | None = None,
+        *,
+        run: AgentRun | None = None,
+        call_id: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Any:
+        """Call ``tool`` with ``args`` through the gateway (sync tools only)."""
+        call = self._begin(tool, args, run=run, call_id=call_id, idempotency_key=idempotency_key)
+        try:
+            self._screen(call)
+            owner, future = self._claim(call)
+            if not owner:
+                assert future is not None  # a non-owner always waits on the owner's future
+                return self._finish_deduplicated(call, future.result())
+            try:
+                approval = self._approvals.decide(self._approval_request(call)) if self._needs_approval(call) else None
+                kwargs = self._prepare(call, approval)
+                spec = self._tools[tool]
+                if spec.is_async:
+                    raise TypeError(f"tool {tool!r} is async: use acall()/AgentRun.acall_tool()")
+                result = self._execute(call, lambda: spec.function(**kwargs), approval)
+            except BaseException as exc:
+                self._release(call, future, exc)
+                raise
+            if future is not None:
+                future.set_result(result)
+            return result
+        finally:
+            self._end(call)
+
+    async def acall(
+        self,
+        tool: str,
+        args: Mapping[str, Any] | None = None,
+        *,
+        run: AgentRun | None = None,
+        call_id: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Any:
+        """Call ``tool`` from async code; async tools are awaited (bounded by the run's time budget)."""
+        call = self._begin(tool, args, run=run, call_id=call_id, idempotency_key=idempotency_key)
+        try:
+            self._screen(call)
+            owner, future = self._claim(call)
+            if not owner:
+                assert future is not None  # a non-owner always waits on the owner's future
+                return self._finish_deduplicated(call, await asyncio.wrap_future(future))
+            try:
+                approval = (
+                    await self._approvals.adecide(self._approval_request(call)) if self._needs_approval(call) else None
+                )
+                kwargs = self._prepare(call, approval)
+                spec = self._tools[tool]
+                if spec.is_async:
+                    result = await self._aexecute(call, spec.function(**kwargs), approval)
+                else:
+                    result = self._execute(call, lambda: spec.function(**kwargs), approval)
+            except BaseException as exc:
+                self._release(call, future, exc)
+                raise
+            if future is not None:
+                future.set_result(result)
+            return result
+        finally:
+            self._end(call)
+
+    # -- phases ---------------------------------------------------------------------------------
+
+    def _begin(
+        self,
+        tool: str,
+        args: Mapping[str, Any] | None,
+        *,
+        run: AgentRun | None,
+        call_id: str | None,
+        idempotency_key: str | None,
+    ) -> _Call:
+        if not isinstance(tool, str) or not tool:
+            raise TypeError(f"tool name must be a non-empty string, got {tool!r}")
+        if args is not None and not isinstance(args, Mapping):
+            raise TypeError(f"tool arguments must be a mapping of keyword arguments, got {type(args).__name__}")
+        run = run if run is not None else current_run.get()
+        if run is not None:
+            run._admit_tool_call()  # budgets: refused before any span or side effect
+            settings = run.settings
+            tracer = run.tracer
+            attributes = dict(run._base_attributes)
+        else:
+            settings = self._settings_in_force()
+            tracer = trace.get_tracer(semconv.INSTRUMENTATION_SCOPE, tracer_provider=self._tracer_provider)
+            attributes = {}
+        decision = self.policy.decide(tool)
+        attributes[semconv.GEN_AI_OPERATION_NAME] = semconv.OP_EXECUTE_TOOL
+        attributes[semconv.GEN_AI_TOOL_NAME] = tool
+        attributes[semconv.GEN_AI_TOOL_TYPE] = "function"
+        attributes[semconv.TOOL_RISK] = decision.risk.value
+        attributes[semconv.POLICY_RULE] = decision.rule
+        step = current_step.get()
+        if step is not None:
+            attributes[semconv.STEP_INDEX] = step
+        if call_id:
+            attributes[semconv.GEN_AI_TOOL_CALL_ID] = call_id
+        if idempotency_key:
+            attributes[semconv.TOOL_IDEMPOTENCY_KEY] = idempotency_key
+        span = start_span(tracer, semconv.tool_span_name(tool), attributes, strict=settings.strict)
+        token = otel_context.attach(trace.set_span_in_context(span))
+        return _Call(
+            tool=tool,
+            args=dict(args or {}),
+            span=span,
+            token=token,
+            run=run,
+            settings=settings,
+            decision=decision,
+            idempotency_key=idempotency_key,
+            call_id=call_id,
+        )
+
+    def _screen(self, call: _Call) -> None:
+        """Kill switch, policy and registration: raise before the tool can run."""
+        switch = call.run.kill_switch if call.run is not None else self.kill_switch
+        if switch is not None:
+            agent = call.run.agent if call.run is not None else ""
+            tenant = call.run.tenant_id if call.run is not None else None
+            state = switch.check(agent=agent, tenant_id=tenant)
+            if state.engaged:
+                scope = state.scope or "*"
+                call.span.add_event(semconv.EVENT_KILL_SWITCH_ENGAGED, {semconv.EVENT_ATTR_SCOPE: scope})
+                self._block(call, ToolDisposition.KILLED, "kill_switch")
+                error = KillSwitchEngaged(scope, f"source {state.source}")
+                if call.run is not None:
+                    call.run._kill_switch_engaged(error)
+                raise error
+            if state.unavailable and call.decision.risk is not ToolRisk.READ:
+                self._block(call, ToolDisposition.KILLED, KILL_SWITCH_UNAVAILABLE_RULE)
+                raise ToolDenied(
+                    call.tool,
+                    KILL_SWITCH_UNAVAILABLE_RULE,
+                    f"tool {call.tool!r} refused: a kill-switch source cannot be read ({'; '.join(state.unavailable)}) "
+                    "and write or approval tools fail closed until it can",
+                )
+        if call.decision.verdict == "deny":
+            call.span.add_event(
+                semconv.EVENT_POLICY_DENIED,
+                {semconv.EVENT_ATTR_TOOL: call.tool, semconv.EVENT_ATTR_RULE: call.decision.rule},
+            )
+            self._block(call, ToolDisposition.DENIED, call.decision.rule)
+            raise ToolDenied(call.tool, call.decision.rule)
+        if call.tool not in self._tools:
+            call.span.add_event(
+                semconv.EVENT_POLICY_DENIED,
+                {semconv.EVENT_ATTR_TOOL: call.tool, semconv.EVENT_ATTR_RULE: "unknown_tool"},
+            )
+            self._block(call, ToolDisposition.DENIED, "unknown_tool")
+            raise UnknownTool(call.tool, list(self._tools))
+
+    def _claim(self, call: _Call) -> tuple[bool, concurrent.futures.Future[Any] | None]:
+        if not call.idempotency_key:
+            return True, None
+        store = call.run._idempotency if call.run is not None else self._standalone_idempotency
+        return store.claim(call.tool, call.idempotency_key)
+
+    def _release(self, call: _Call, future: concurrent.futures.Future[Any] | None, exc: BaseException) -> None:
+        if future is None or call.idempotency_key is None:
+            return
+        store = call.run._idempotency if call.run is not None else self._standalone_idempotency
+        store.forget(call.tool, call.idempotency_key)
+        future.set_exception(exc)
+
+    def _needs_approval(self, call: _Call) -> bool:
+        return call.decision.verdict == "approval"
+
+    def _approval_request(self, call: _Call) -> ApprovalRequest:
+        call.span.add_event(semconv.EVENT_APPROVAL_REQUESTED, {semconv.EVENT_ATTR_TOOL: call.tool})
+        run = call.run
+        return ApprovalRequest(
+            tool=call.tool,
+            args=dict(call.args),
+            agent=run.agent if run is not None else "",
+            run_id=run.run_id if run is not None else None,
+            tenant_id=run.tenant_id if run is not None else None,
+            call_id=call.call_id,
+            rule=call.decision.rule,
+        )
+
+    def _prepare(self, call: _Call, approval: ApprovalDecision | None) -> dict[str, Any]:
+        """Record the approval outcome and build the tool's keyword arguments."""
+        if approval is not None:
+            event_attributes: dict[str, str] = {semconv.EVENT_ATTR_TOOL: call.tool}
+            if approval.approver:
+                event_attributes[semconv.EVENT_ATTR_APPROVER] = approval.approver
+            if not approval.approved:
+                event_attributes[semconv.EVENT_ATTR_REASON] = approval.reason or "rejected"
+                call.span.add_event(semconv.EVENT_APPROVAL_REJECTED, event_attributes)
+                self._block(call, ToolDisposition.REJECTED, call.decision.rule)
+                raise ApprovalRejected(call.tool, approval.reason or "rejected by approver")
+            call.span.add_event(semconv.EVENT_APPROVAL_GRANTED, event_attributes)
+        spec = self._tools[call.tool]
+        kwargs = dict(call.args)
+        if spec.takes_credentials:
+            kwargs["credentials"] = self._scoped_credentials(call)
+        if spec.takes_approval_token and approval is not None and approval.token is not None:
+            kwargs["approval_token"] = approval.token
+        return kwargs
+
+    def _scoped_credentials(self, call: _Call) -> Mapping[str, str]:
+        if self._credentials is None:
+            return {}
+        tenant = call.run.tenant_id if call.run is not None else None
+        scoped = self._credentials(call.tool, tenant) or {}
+        # Remembered so captured arguments, results and error messages are scrubbed of them.
+        call.secret_values = tuple(v for v in scoped.values() if isinstance(v, str))
+        return scoped
+
+    def _execute(self, call: _Call, invoke: Callable[[], Any], approval: ApprovalDecision | None) -> Any:
+        try:
+            result = invoke()
+        except Exception as exc:
+            self._failed(call, exc, approval)
+            raise
+        self._succeeded(call, result, approval)
+        return result
+
+    async def _aexecute(self, call: _Call, awaitable: Awaitable[Any], approval: ApprovalDecision | None) -> Any:
+        remaining = call.run._remaining_seconds() if call.run is not None else None
+        try:
+            if remaining is None:
+                result = await awaitable
+            else:
+                result = await asyncio.wait_for(awaitable, timeout=remaining)
+        except TimeoutError as exc:
+            if call.run is not None and remaining is not None:
+                self._failed(call, exc, approval)
+                call.run._time_exhausted()  # raises BudgetExceeded(seconds)
+            raise
+        except Exception as exc:
+            self._failed(call, exc, approval)
+            raise
+        self._succeeded(call, result, approval)
+        return result
+
+    # -- recording ------------------------------------------------------------------------------
+
+    def _disposition_after_run(self, approval: ApprovalDecision | None) -> ToolDisposition:
+        return ToolDisposition.APPROVED if approval is not None else ToolDisposition.ALLOWED
+
+    def _succeeded(self, call: _Call, result: Any, approval: ApprovalDecision | None) -> None:
+        disposition = self._disposition_after_run(approval)
+        call.span.set_attribute(semconv.TOOL_DISPOSITION, disposition.value)
+        call.span.set_attribute(semconv.TOOL_OUTCOME, ToolOutcome.OK.value)
+        self._capture(call, result=result)
+        self._audit(call, disposition, ToolOutcome.OK)
+
+    def _failed(self, call: _Call, exc: BaseException, approval: ApprovalDecision | None) -> None:
+        disposition = self._disposition_after_run(approval)
+        call.span.set_attribute(semconv.TOOL_DISPOSITION, disposition.value)
+        call.span.set_attribute(semconv.TOOL_OUTCOME, ToolOutcome.ERROR.value)
+        call.span.set_attribute(semconv.ERROR_TYPE, type(exc).__qualname__)
+        message = call.settings.redactor.redact_text(str(exc), secret_values=call.secret_values)
+        call.span.set_status(Status(StatusCode.ERROR, message[:256]))
+        self._capture(call, result=None)
+        self._audit(call, disposition, ToolOutcome.ERROR)
+
+    def _finish_deduplicated(self, call: _Call, result: Any) -> Any:
+        call.span.set_attribute(semconv.TOOL_DISPOSITION, ToolDisposition.DEDUPLICATED.value)
+        call.span.set_attribute(semconv.TOOL_OUTCOME, ToolOutcome.OK.value)
+        self._capture(call, result=result)
+        self._audit(call, ToolDisposition.DEDUPLICATED, ToolOutcome.OK)
+        return result
+
+    def _block(self, call: _Call, disposition: ToolDisposition, rule: str) -> None:
+        call.span.set_attribute(semconv.TOOL_DISPOSITION, disposition.value)
+        call.span.set_attribute(semconv.TOOL_OUTCOME, ToolOutcome.BLOCKED.value)
+        call.span.set_attribute(semconv.POLICY_RULE, rule)
+        self._capture(call, result=None)
+        self._audit(call, disposition, ToolOutcome.BLOCKED, rule=rule)
+
+    def _capture(self, call: _Call, *, result: Any) -> None:
+        if not call.settings.capture_content:
+            return
+        secrets = call.secret_values
+        redactor = call.settings.redactor
+        call.span.set_attribute(
+            semconv.GEN_AI_TOOL_CALL_ARGUMENTS, redactor.to_attribute(call.args, secret_values=secrets)
+        )
+        if result is not None:
+            call.span.set_attribute(
+                semconv.GEN_AI_TOOL_CALL_RESULT, redactor.to_attribute(result, secret_values=secrets)
+            )
+
+    def _audit(
+        self, call: _Call, disposition: ToolDisposition, outcome: ToolOutcome, *, rule: str | None = None
+    ) -> None:
+        if call.run is not None:
+            call.run._tool_call_recorded(call.tool, disposition, outcome)
+        if not call.settings.audit_tool_calls or not audit_logger.isEnabledFor(logging.INFO):
+            return
+        audit_logger.info(
+            "tool call %s: %s/%s",
+            call.tool,
+            disposition.value,
+            outcome.value,
+            extra={
+                "agentwatch_tool": call.tool,
+                "agentwatch_disposition": disposition.value,
+                "agentwatch_outcome": outcome.value,
+                "agentwatch_rule": rule or call.decision.rule,
+                "agentwatch_run_id": call.run.run_id if call.run is not None else None,
+                "agentwatch_tenant_id": call.run.tenant_id if call.run is not None else None,
+            },
+        )
+
+    def _end(self, call: _Call) -> None:
+        otel_context.detach(call.token)  # type: ignore[arg-type]  # logs (never raises) on a foreign context
+        end_span(call.span, strict=call.settings.strict)
+
+    def _settings_in_force(self) -> InstrumentationSettings:
+        if self._settings is not None:
+            return self._settings
+        return current_settings()
+
+
+def _credentials_function(
+    credentials: CredentialsLike | None,
+) -> Callable[[str, str | None], Mapping[str, str] | None] | None:
+    if credentials is None:
+        return None
+    if isinstance(credentials, CredentialsProvider):
+        return credentials.get
+    if callable(credentials):
+        return credentials
+    raise TypeError("credentials must be a callable (tool, tenant_id) -> mapping or have get(tool, tenant_id)")

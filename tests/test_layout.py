@@ -1,0 +1,114 @@
+"""Repository rules: the import direction between source roots, exact ``__all__``, no namespace traps."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCE_ROOTS = ("instrumentation", "collectors", "dashboards")
+# What each root may import from the others (leaf modules only).
+ALLOWED = {
+    "instrumentation": set(),
+    "collectors": {"agentwatch.instrumentation.semconv", "agentwatch.instrumentation.redaction"},
+    "dashboards": {"agentwatch.instrumentation.semconv"},
+}
+LEAF_MODULES = ("semconv", "redaction")
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            # `from a.b import c` reaches a.b.c (a submodule or a name of a.b): judge the full name
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def _package_of(module: str) -> str | None:
+    parts = module.split(".")
+    if len(parts) >= 2 and parts[0] == "agentwatch":
+        return parts[1]
+    return None
+
+
+@pytest.mark.parametrize("root", SOURCE_ROOTS)
+def test_import_direction(root: str) -> None:
+    own = root
+    violations = []
+    for path in (ROOT / root / "agentwatch").rglob("*.py"):
+        for name in _imports(path):
+            package = _package_of(name)
+            if package is None or package == own:
+                continue
+            if package in {"instrumentation", "collectors", "dashboards"}:
+                if (
+                    root == "dashboards"
+                    and package == "collectors"
+                    and name.startswith("agentwatch.collectors.metrics")
+                ):
+                    continue  # dashboards may read the collector's metric-name constants
+                if name in ALLOWED[root] or any(name.startswith(f"{allowed}.") for allowed in ALLOWED[root]):
+                    continue
+                violations.append(f"{path.relative_to(ROOT)} imports {name}")
+    assert not violations, "\n".join(violations)
+
+
+@pytest.mark.parametrize("leaf", LEAF_MODULES)
+def test_leaf_modules_import_nothing_from_agentwatch_but_each_other(leaf: str) -> None:
+    path = ROOT / "instrumentation" / "agentwatch" / "instrumentation" / f"{leaf}.py"
+    imported = {name for name in _imports(path) if name.startswith("agentwatch")}
+    assert imported == set(), imported
+
+
+def test_namespace_traps() -> None:
+    for root in SOURCE_ROOTS:
+        assert not (ROOT / root / "agentwatch" / "__init__.py").exists(), (
+            f"{root}/agentwatch/__init__.py breaks PEP 420"
+        )
+        stray = [p.name for p in (ROOT / root).glob("*.py")]
+        assert not stray, f"top-level modules under {root}/: {stray}"
+
+
+def _public_modules() -> list[str]:
+    modules = []
+    for root in SOURCE_ROOTS:
+        for init in (ROOT / root / "agentwatch").rglob("__init__.py"):
+            relative = init.parent.relative_to(ROOT / root)
+            modules.append(".".join(relative.parts))
+    return sorted(modules)
+
+
+EXPECTED_ALL = {
+    "agentwatch.instrumentation": {
+        "AgentRun", "AgentWatchConfig", "AgentWatchError", "ApprovalDecision", "ApprovalRejected", "ApprovalRequest",
+        "Approver", "Budget", "BudgetExceeded", "ConfigError", "CredentialsProvider", "EnvKillSwitch",
+        "FileKillSwitch", "GuardrailTripped", "InstrumentationSettings", "KillSwitch", "KillSwitchEngaged",
+        "KillSwitchSettings", "LLMCall", "LoggingSettings", "MemoryKillSwitch", "Policy", "PolicyDecision",
+        "RunAttributesSpanProcessor", "RunScope", "RunStopped", "StepScope", "StopReason", "ToolDenied",
+        "ToolDisposition", "ToolGateway", "ToolOutcome", "ToolRisk", "Track", "UnknownTool", "Usage", "agent_run",
+        "configure", "get_current_run", "load_config", "reset_configuration",
+    },
+    "agentwatch.collectors": set(),
+    "agentwatch.dashboards": set(),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("module_name", _public_modules())
+def test_all_is_exact(module_name: str) -> None:
+    module = importlib.import_module(module_name)
+    exported = getattr(module, "__all__", None)
+    assert exported is not None, f"{module_name} has no __all__"
+    assert len(exported) == len(set(exported)), "duplicates in __all__"
+    assert set(exported) == EXPECTED_ALL[module_name], "update EXPECTED_ALL deliberately when the public API changes"
+    for name in exported:
+        assert hasattr(module, name), f"{module_name}.__all__ names missing {name}"
+    public = {n for n, v in vars(module).items() if not n.startswith("_") and not isinstance(v, type(importlib))}
+    public -= {"annotations"}
+    assert public <= set(exported), f"public names missing from __all__: {sorted(public - set(exported))}"
