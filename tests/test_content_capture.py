@@ -24,7 +24,7 @@ def _everything_exported(telemetry: Telemetry) -> str:
 
 
 def _agent_touching(telemetry: Telemetry, text: str) -> None:
-    def lookup(note: str) -> dict[str, Any]:
+    def lookup(note: str, password: str = "") -> dict[str, Any]:
         return {"echo": note, "nested": {"api_key": "ignored", "log": [note]}}
 
     def fail(note: str) -> None:

@@ -35,10 +35,10 @@ from agentwatch.instrumentation._approval import (
     ApproverLike,
 )
 from agentwatch.instrumentation._context import current_run, current_step
-from agentwatch.instrumentation._guard import end_span, start_span
+from agentwatch.instrumentation._guard import end_span, error_description, start_span
 from agentwatch.instrumentation._policy import Policy, PolicyDecision
 from agentwatch.instrumentation._settings import InstrumentationSettings
-from agentwatch.instrumentation._setup import current_settings
+from agentwatch.instrumentation._setup import current_settings, tracer_for
 from agentwatch.instrumentation.errors import ApprovalRejected, KillSwitchEngaged, ToolDenied, UnknownTool
 from agentwatch.instrumentation.killswitch import KillSwitch, KillSwitchSource
 from agentwatch.instrumentation.semconv import ToolDisposition, ToolOutcome, ToolRisk
@@ -196,7 +196,12 @@ class ToolGateway:
                 spec = self._tools[tool]
                 if spec.is_async:
                     raise TypeError(f"tool {tool!r} is async: use acall()/AgentRun.acall_tool()")
-                result = self._execute(call, lambda: spec.function(**kwargs), approval)
+                try:
+                    result = spec.function(**kwargs)
+                except Exception as exc:
+                    self._failed(call, exc, approval)
+                    raise
+                self._succeeded(call, result, approval)
             except BaseException as exc:
                 self._release(call, future, exc)
                 raise
@@ -255,7 +260,7 @@ class ToolGateway:
     ) -> _Call:
         if not isinstance(tool, str) or not tool:
             raise TypeError(f"tool name must be a non-empty string, got {tool!r}")
-        if args is not None and not isinstance(args, Mapping):
+        if args is not None and type(args) is not dict and not isinstance(args, Mapping):
             raise TypeError(f"tool arguments must be a mapping of keyword arguments, got {type(args).__name__}")
         run = run if run is not None else current_run.get()
         if run is not None:
@@ -265,7 +270,7 @@ class ToolGateway:
             attributes = dict(run._base_attributes)
         else:
             settings = self._settings_in_force()
-            tracer = trace.get_tracer(semconv.INSTRUMENTATION_SCOPE, tracer_provider=self._tracer_provider)
+            tracer = tracer_for(self._tracer_provider or trace.get_tracer_provider())
             attributes = {}
         decision = self.policy.decide(tool)
         attributes[semconv.GEN_AI_OPERATION_NAME] = semconv.OP_EXECUTE_TOOL
@@ -374,6 +379,8 @@ class ToolGateway:
                 raise ApprovalRejected(call.tool, approval.reason or "rejected by approver")
             call.span.add_event(semconv.EVENT_APPROVAL_GRANTED, event_attributes)
         spec = self._tools[call.tool]
+        if not spec.takes_credentials and not spec.takes_approval_token:
+            return call.args  # already a private copy
         kwargs = dict(call.args)
         if spec.takes_credentials:
             kwargs["credentials"] = self._scoped_credentials(call)
@@ -424,32 +431,41 @@ class ToolGateway:
 
     def _succeeded(self, call: _Call, result: Any, approval: ApprovalDecision | None) -> None:
         disposition = self._disposition_after_run(approval)
-        call.span.set_attribute(semconv.TOOL_DISPOSITION, disposition.value)
-        call.span.set_attribute(semconv.TOOL_OUTCOME, ToolOutcome.OK.value)
+        call.span.set_attributes(
+            {semconv.TOOL_DISPOSITION: disposition.value, semconv.TOOL_OUTCOME: ToolOutcome.OK.value}
+        )
         self._capture(call, result=result)
         self._audit(call, disposition, ToolOutcome.OK)
 
     def _failed(self, call: _Call, exc: BaseException, approval: ApprovalDecision | None) -> None:
         disposition = self._disposition_after_run(approval)
-        call.span.set_attribute(semconv.TOOL_DISPOSITION, disposition.value)
-        call.span.set_attribute(semconv.TOOL_OUTCOME, ToolOutcome.ERROR.value)
-        call.span.set_attribute(semconv.ERROR_TYPE, type(exc).__qualname__)
-        message = call.settings.redactor.redact_text(str(exc), secret_values=call.secret_values)
-        call.span.set_status(Status(StatusCode.ERROR, message[:256]))
+        call.span.set_attributes(
+            {
+                semconv.TOOL_DISPOSITION: disposition.value,
+                semconv.TOOL_OUTCOME: ToolOutcome.ERROR.value,
+                semconv.ERROR_TYPE: type(exc).__qualname__,
+            }
+        )
+        call.span.set_status(Status(StatusCode.ERROR, error_description(exc, call.settings, call.secret_values)))
         self._capture(call, result=None)
         self._audit(call, disposition, ToolOutcome.ERROR)
 
     def _finish_deduplicated(self, call: _Call, result: Any) -> Any:
-        call.span.set_attribute(semconv.TOOL_DISPOSITION, ToolDisposition.DEDUPLICATED.value)
-        call.span.set_attribute(semconv.TOOL_OUTCOME, ToolOutcome.OK.value)
+        call.span.set_attributes(
+            {semconv.TOOL_DISPOSITION: ToolDisposition.DEDUPLICATED.value, semconv.TOOL_OUTCOME: ToolOutcome.OK.value}
+        )
         self._capture(call, result=result)
         self._audit(call, ToolDisposition.DEDUPLICATED, ToolOutcome.OK)
         return result
 
     def _block(self, call: _Call, disposition: ToolDisposition, rule: str) -> None:
-        call.span.set_attribute(semconv.TOOL_DISPOSITION, disposition.value)
-        call.span.set_attribute(semconv.TOOL_OUTCOME, ToolOutcome.BLOCKED.value)
-        call.span.set_attribute(semconv.POLICY_RULE, rule)
+        call.span.set_attributes(
+            {
+                semconv.TOOL_DISPOSITION: disposition.value,
+                semconv.TOOL_OUTCOME: ToolOutcome.BLOCKED.value,
+                semconv.POLICY_RULE: rule,
+            }
+        )
         self._capture(call, result=None)
         self._audit(call, disposition, ToolOutcome.BLOCKED, rule=rule)
 

@@ -10,12 +10,15 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Mapping
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Span, Tracer
 from opentelemetry.util.types import AttributeValue
+
+if TYPE_CHECKING:
+    from agentwatch.instrumentation._settings import InstrumentationSettings
 
 logger: Final = logging.getLogger("agentwatch.instrumentation")
 
@@ -63,3 +66,15 @@ def end_span(span: Span, *, strict: bool, end_time: int | None = None) -> None:
         span.end(end_time=end_time)
     except Exception as exc:
         telemetry_failed("ending a span", exc, strict=strict)
+
+
+def error_description(
+    exc: BaseException, settings: InstrumentationSettings, secret_values: tuple[str, ...] = ()
+) -> str:
+    """Span status text for an error: the exception type, plus its redacted message only when
+    content capture is on (messages often quote user input or tool arguments)."""
+    name = type(exc).__qualname__
+    if not settings.capture_content:
+        return name
+    message = settings.redactor.redact_text(str(exc), secret_values=secret_values)
+    return f"{name}: {message}"[:256]

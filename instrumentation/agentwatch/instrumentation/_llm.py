@@ -135,14 +135,17 @@ class LLMCall:
                     output_tokens=self.output_tokens,
                     cached_input_tokens=self.cached_input_tokens,
                 )
-        span.set_attribute(semconv.GEN_AI_USAGE_INPUT_TOKENS, self.input_tokens)
-        span.set_attribute(semconv.GEN_AI_USAGE_OUTPUT_TOKENS, self.output_tokens)
+        usage: dict[str, int | float | bool] = {
+            semconv.GEN_AI_USAGE_INPUT_TOKENS: self.input_tokens,
+            semconv.GEN_AI_USAGE_OUTPUT_TOKENS: self.output_tokens,
+        }
         if self.cached_input_tokens:
-            span.set_attribute(semconv.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, self.cached_input_tokens)
+            usage[semconv.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = self.cached_input_tokens
         if self.cost_usd is None:
-            span.set_attribute(semconv.COST_UNPRICED, True)
+            usage[semconv.COST_UNPRICED] = True
         else:
-            span.set_attribute(semconv.COST_USD, round(self.cost_usd, 9))
+            usage[semconv.COST_USD] = round(self.cost_usd, 9)
+        span.set_attributes(usage)
         if error is not None:
             span.set_attribute(semconv.ERROR_TYPE, type(error).__qualname__)
             span.set_status(Status(StatusCode.ERROR))

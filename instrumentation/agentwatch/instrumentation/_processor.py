@@ -19,11 +19,11 @@ class RunAttributesSpanProcessor(SpanProcessor):
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         run = current_run.get()
-        if run is None or not span.is_recording():
+        if run is None:
             return
-        attributes = span.attributes or {}
-        if semconv.RUN_ID in attributes:
-            return  # an agentwatch span: it set its own run (a sub-run span must not get the parent's step)
+        scope = span.instrumentation_scope
+        if scope is not None and scope.name == semconv.INSTRUMENTATION_SCOPE:
+            return  # an agentwatch span sets its own run (a sub-run span must not get the parent's step)
         span.set_attribute(semconv.RUN_ID, run.run_id)
         step = current_step.get()
         if step is not None:

@@ -28,10 +28,10 @@ from agentwatch.instrumentation import semconv
 from agentwatch.instrumentation._budget import Budget
 from agentwatch.instrumentation._context import current_run, current_step
 from agentwatch.instrumentation._gateway import ToolGateway, _Idempotency
-from agentwatch.instrumentation._guard import end_span, start_span
+from agentwatch.instrumentation._guard import end_span, error_description, start_span
 from agentwatch.instrumentation._llm import LLMCall
 from agentwatch.instrumentation._settings import InstrumentationSettings
-from agentwatch.instrumentation._setup import current_settings, current_tracer_provider
+from agentwatch.instrumentation._setup import current_settings, current_tracer_provider, tracer_for
 from agentwatch.instrumentation.errors import BudgetExceeded, KillSwitchEngaged, RunStopped
 from agentwatch.instrumentation.killswitch import KillSwitch, KillSwitchSource
 from agentwatch.instrumentation.semconv import BudgetName, StopReason, ToolDisposition, ToolOutcome, Track
@@ -419,22 +419,25 @@ class AgentRun:
                 self._stop_reason = reason
             final = self._stop_reason
         span = self.span
-        span.set_attribute(semconv.STOP_REASON, final.value)
-        span.set_attribute(semconv.RUN_STEPS, self._steps)
-        span.set_attribute(semconv.RUN_TOOL_CALLS, self._tool_calls)
-        span.set_attribute(semconv.RUN_LLM_CALLS, self._llm_calls)
-        span.set_attribute(semconv.RUN_COST_USD, round(self._cost_usd, 9))
-        span.set_attribute(semconv.GEN_AI_USAGE_INPUT_TOKENS, self._input_tokens)
-        span.set_attribute(semconv.GEN_AI_USAGE_OUTPUT_TOKENS, self._output_tokens)
+        totals: dict[str, AttributeValue] = {
+            semconv.STOP_REASON: final.value,
+            semconv.RUN_STEPS: self._steps,
+            semconv.RUN_TOOL_CALLS: self._tool_calls,
+            semconv.RUN_LLM_CALLS: self._llm_calls,
+            semconv.RUN_COST_USD: round(self._cost_usd, 9),
+            semconv.GEN_AI_USAGE_INPUT_TOKENS: self._input_tokens,
+            semconv.GEN_AI_USAGE_OUTPUT_TOKENS: self._output_tokens,
+        }
         if self._cached_input_tokens:
-            span.set_attribute(semconv.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, self._cached_input_tokens)
+            totals[semconv.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = self._cached_input_tokens
         if self._unpriced_llm_calls:
-            span.set_attribute(semconv.RUN_UNPRICED_LLM_CALLS, self._unpriced_llm_calls)
+            totals[semconv.RUN_UNPRICED_LLM_CALLS] = self._unpriced_llm_calls
         if self._exhausted is not None:
-            span.set_attribute(semconv.BUDGET_EXHAUSTED, self._exhausted.value)
+            totals[semconv.BUDGET_EXHAUSTED] = self._exhausted.value
+        span.set_attributes(totals)
         if final is StopReason.ERROR and exc is not None:
             span.set_attribute(semconv.ERROR_TYPE, type(exc).__qualname__)
-            span.set_status(Status(StatusCode.ERROR, self.settings.redactor.redact_text(str(exc))[:256]))
+            span.set_status(Status(StatusCode.ERROR, error_description(exc, self.settings)))
         end_span(span, strict=self.settings.strict)
         if self.settings.audit_stop_reasons and audit_logger.isEnabledFor(logging.INFO):
             audit_logger.info(
@@ -562,7 +565,7 @@ def agent_run(
         raise ValueError(f"track must be one of {sorted(_TRACKS)}, got {track!r}")
     resolved_settings = settings if settings is not None else current_settings()
     provider = tracer_provider if tracer_provider is not None else current_tracer_provider()
-    tracer = trace.get_tracer(semconv.INSTRUMENTATION_SCOPE, tracer_provider=provider, schema_url=semconv.SCHEMA_URL)
+    tracer = tracer_for(provider)
     switch = KillSwitch.from_spec(kill_switch) if kill_switch is not None else None
     if switch is None and gateway is not None:
         switch = gateway.kill_switch

@@ -18,6 +18,7 @@ from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
+from agentwatch.instrumentation import semconv
 from agentwatch.instrumentation._processor import RunAttributesSpanProcessor
 from agentwatch.instrumentation._settings import InstrumentationSettings
 from agentwatch.instrumentation.pricing import PriceTable
@@ -34,6 +35,8 @@ class _Installed:
         self.lock = threading.Lock()
         self.settings: InstrumentationSettings | None = None
         self.provider: trace.TracerProvider | None = None
+        # keyed by id(); the provider is kept alongside so a recycled id cannot return a stale tracer
+        self.tracers: dict[int, tuple[trace.TracerProvider, trace.Tracer]] = {}
 
 
 _installed: Final = _Installed()
@@ -54,6 +57,20 @@ def current_tracer_provider() -> trace.TracerProvider:
     """Provider installed by ``configure()``, else OpenTelemetry's global one."""
     provider = _installed.provider
     return provider if provider is not None else trace.get_tracer_provider()
+
+
+def tracer_for(provider: trace.TracerProvider) -> trace.Tracer:
+    """The agentwatch tracer of ``provider``, created once per provider (runs start often)."""
+    tracers = _installed.tracers
+    tracer = tracers.get(id(provider))
+    if tracer is None or tracer[0] is not provider:
+        created = provider.get_tracer(semconv.INSTRUMENTATION_SCOPE, schema_url=semconv.SCHEMA_URL)
+        with _installed.lock:
+            if len(tracers) > 64:  # providers are few; a test suite makes many
+                tracers.clear()
+            tracers[id(provider)] = (provider, created)
+        return created
+    return tracer[1]
 
 
 def configure(

@@ -103,6 +103,7 @@ class _Detector:
     ignore_case: bool = False  # anchors are lower-case and looked for in the lower-cased text
     back_chars: frozenset[str] = frozenset()
     back_limit: int = 0
+    requires: tuple[str, ...] = ()  # skip the detector unless one of these occurs (cheap gate for prose)
     validate: Callable[[str, re.Match[str]], bool] | None = None
 
 
@@ -187,22 +188,26 @@ _COOKIE_HEADER_RE: Final = re.compile(
 # ``{keys}`` is the alternation of sensitive key names; the name may end a longer identifier
 # (``db_password``, ``X-Api-Key``) but must be followed by the separator, so ``max_tokens`` and
 # ``tokenizer`` are not keys. The auth scheme stays visible; the value alone is hidden.
-_KV_TEMPLATE: Final = (
-    r"(?:{keys})"
-    r"""(?:\\?["'])?"""
-    r"[ \t]*(?:=>|:=|[:=])[ \t]*"
-    r"(?:(?:basic|bearer|digest|token|negotiate|ntlm)[ \t]+)?"
-    r"(?:"
-    # an earlier pass hid the value: match the marker (left alone as such) rather than let the
-    # regex backtrack and take the kept auth scheme for the value
-    r"""(?P<marker>\[REDACTED(?::[a-z0-9_]+)?\][^\s"'`,;&)\]}>]*)"""
-    r"""|\\"(?P<edq>[^"\\\r\n]+)\\\""""  # JSON inside a JSON string: \"password\": \"...\"
-    r"""|"(?P<dq>(?:[^"\\\r\n]|\\.)+)"?"""  # closing quote optional: a truncated line still hides its value
-    r"""|'(?P<sq>[^'\r\n]+)'?"""
-    r"""|(?P<bare>[^\s"'`,;&{\[)\]}>][^\s"'`,;&)\]}>]*)"""
-    r")"
-)
+_AUTH_SCHEME: Final = r"(?:(?:basic|bearer|digest|token|negotiate|ntlm)[ \t]+)?"
+_KV_TEMPLATE: Final = r"""
+    (?:{keys})
+    (?:\\?["'])?                          # closing quote of a quoted key, maybe JSON-escaped
+    [ \t]*(?:=>|:=|[:=])[ \t]*
+    {scheme}                              # an auth scheme stays visible
+    (?:
+        # an earlier pass hid the value: match the marker (left alone as such) rather than let
+        # the regex backtrack and take the kept scheme for the value
+        (?P<marker>\[REDACTED(?::[a-z0-9_]+)?\][^\s"'`,;&)\]}>]*)
+      | \\"(?P<edq>[^"\\\r\n]+)\\"        # JSON inside a JSON string: \"password\": \"...\"
+        # a quoted value may carry a Python prefix (f'...') and the scheme inside its quotes; the
+        # closing quote is optional so that a truncated line still hides its value
+      | (?:[bfru]{1,2}(?=["']))?
+        (?: "{scheme}(?P<dq>(?:[^"\\\r\n]|\\.)+)"? | '{scheme}(?P<sq>[^'\r\n]+)'? )
+      | (?P<bare>[^\s"'`,;&{\[)\]}>][^\s"'`,;&)\]}>]*)
+    )
+""".replace("{scheme}", _AUTH_SCHEME)
 _KV_GROUPS: Final = ("marker", "edq", "dq", "sq", "bare")
+_SEPARATORS: Final = (":", "=")
 
 _DEFAULT_SENSITIVE_KEYS: Final = (
     "password",
@@ -268,21 +273,29 @@ def _kv_detectors(names: Sequence[str]) -> tuple[tuple[_Detector, ...], tuple[st
             {r"[-_. ]?".join(re.escape(word) for word in words) for words in kept if words[0].startswith(anchor)},
             key=lambda fragment: (-len(fragment), fragment),
         )
-        pattern = re.compile(_KV_TEMPLATE.replace("{keys}", "|".join(fragments)), re.IGNORECASE)
+        pattern = re.compile(_KV_TEMPLATE.replace("{keys}", "|".join(fragments)), re.IGNORECASE | re.VERBOSE)
         detectors.append(
-            _Detector("secret", _RANK_SECRET, pattern, groups=_KV_GROUPS, anchors=(anchor,), ignore_case=True)
+            _Detector(
+                "secret",
+                _RANK_SECRET,
+                pattern,
+                groups=_KV_GROUPS,
+                anchors=(anchor,),
+                ignore_case=True,
+                requires=_SEPARATORS,
+            )
         )
     return tuple(detectors), compact
 
 
-_USERINFO_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._~%+-:@!$")
+_USERINFO_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._~%+-:@!$&'()*,;=")
 
 
 def _not_in_url_authority(text: str, match: re.Match[str]) -> bool:
     """False for the ``pass@host`` of ``scheme://user:pass@host``: the URL detector owns it.
 
     Walking back over userinfo characters from the address reaches ``//`` only inside an
-    authority; a query (``?email=jane@example.com``) stops the walk first.
+    authority; a query (``?email=jane@example.com``) or a path stops the walk first.
     """
     index = match.start() - 1
     limit = max(0, index - 256)
@@ -304,7 +317,15 @@ _BUILTIN_DETECTORS: Final = (
     _Detector("jwt", _RANK_JWT, _JWT_RE, anchors=("eyJ",)),
     _Detector("api_key", _RANK_API_KEY, _API_KEY_RE, anchors=(*_API_KEY_ANCHORS, *_API_KEY_ANCHORS_STRIPE)),
     _Detector("aws_key", _RANK_AWS_KEY, _AWS_KEY_RE, anchors=("AKIA", "ASIA")),
-    _Detector("aws_secret", _RANK_AWS_SECRET, _AWS_SECRET_RE, ("value",), anchors=("secret",), ignore_case=True),
+    _Detector(
+        "aws_secret",
+        _RANK_AWS_SECRET,
+        _AWS_SECRET_RE,
+        ("value",),
+        anchors=("secret",),
+        ignore_case=True,
+        requires=_SEPARATORS,
+    ),
     _Detector("bearer", _RANK_BEARER, _BEARER_RE, ("value",), anchors=("bearer",), ignore_case=True),
     _Detector("url_credentials", _RANK_URL, _URL_CREDENTIALS_RE, ("value",)),
     _Detector("card", _RANK_CARD, _CARD_RE, validate=_card_valid),
@@ -317,7 +338,9 @@ _BUILTIN_DETECTORS: Final = (
         back_limit=64,
         validate=_email_valid,
     ),
-    _Detector("secret", _RANK_SECRET, _COOKIE_HEADER_RE, ("value",), anchors=("cookie",), ignore_case=True),
+    _Detector(
+        "secret", _RANK_SECRET, _COOKIE_HEADER_RE, ("value",), anchors=("cookie",), ignore_case=True, requires=(":",)
+    ),
 )
 _DEFAULT_KV, _DEFAULT_KEY_SUFFIXES = _kv_detectors(_DEFAULT_SENSITIVE_KEYS)
 
@@ -487,7 +510,14 @@ class Redactor:
     def _find(self, text: str, secrets: tuple[str, ...]) -> list[_Span]:
         spans: list[_Span] = []
         lower: str | None = None
+        gates: dict[tuple[str, ...], bool] = {}
         for detector in self._detectors:
+            if detector.requires:
+                gate = gates.get(detector.requires)
+                if gate is None:
+                    gate = gates[detector.requires] = any(r in text for r in detector.requires)
+                if not gate:
+                    continue
             if not detector.anchors:
                 matches: Iterable[re.Match[str] | None] = detector.pattern.finditer(text)
             else:
