@@ -399,3 +399,46 @@ def test_kill_switch_engaged_error_is_terminal(telemetry: Telemetry) -> None:
         with pytest.raises(KillSwitchEngaged):  # caught once, still over
             run.call_tool("kb.search", {})
     assert run.stop_reason is StopReason.KILL_SWITCH
+
+
+# --- replay -----------------------------------------------------------------------------------
+
+
+def test_replay_answers_from_the_recording_and_never_executes(telemetry: Telemetry) -> None:
+    from agentwatch.instrumentation import RecordedCall, Recording, ReplayedToolError
+
+    executed: list[str] = []
+    recording = Recording(
+        [
+            RecordedCall("kb.search", {"query": "refund", "limit": 3}, result=["5 business days"]),
+            RecordedCall("kb.search", {"query": "refund", "limit": 3}, result=["second answer"]),
+            RecordedCall("ticket.close", {"ticket_id": "T-1"}, error="ticket already closed"),
+        ]
+    )
+    gateway = make_gateway(
+        {"kb.search": lambda **_: executed.append("search"), "ticket.close": lambda **_: executed.append("close")},
+        approver=lambda request: True,
+        replay=recording,
+    )
+    with telemetry.run(gateway=gateway) as run:
+        # argument order does not matter; repeated calls are served in recorded order
+        assert run.call_tool("kb.search", {"limit": 3, "query": "refund"}) == ["5 business days"]
+        assert run.call_tool("kb.search", {"query": "refund", "limit": 3}) == ["second answer"]
+        with pytest.raises(ReplayedToolError, match="already closed"):
+            run.call_tool("ticket.close", {"ticket_id": "T-1"})
+        with pytest.raises(ToolDenied) as caught:
+            run.call_tool("kb.search", {"query": "something new"})
+        with pytest.raises(ToolDenied):
+            run.call_tool("db.drop_table", {})  # the policy still applies during replay
+    assert executed == []
+    assert caught.value.rule == "replay_unrecorded"
+    assert recording.unrecorded == [("kb.search", {"query": "something new"})]
+    assert recording.remaining() == 0
+    outcomes = [(attrs(s)[semconv.TOOL_DISPOSITION], attrs(s)[semconv.TOOL_OUTCOME]) for s in telemetry.tools()]
+    assert outcomes == [
+        ("replayed", "ok"),
+        ("replayed", "ok"),
+        ("replayed", "error"),
+        ("denied", "blocked"),
+        ("denied", "blocked"),
+    ]

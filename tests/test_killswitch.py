@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import FakeClock
 
 from agentwatch.instrumentation import killswitch
 from agentwatch.instrumentation.errors import AgentWatchError
@@ -28,19 +29,6 @@ from agentwatch.instrumentation.killswitch import (
     KillSwitchUnavailable,
     MemoryKillSwitch,
 )
-
-
-class FakeClock:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class StaticSource:

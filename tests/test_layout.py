@@ -91,6 +91,7 @@ EXPECTED_ALL = {
         "Approver", "Budget", "BudgetExceeded", "ConfigError", "CredentialsProvider", "EnvKillSwitch",
         "FileKillSwitch", "GuardrailTripped", "InstrumentationSettings", "KillSwitch", "KillSwitchEngaged",
         "KillSwitchSettings", "LLMCall", "LoggingSettings", "MemoryKillSwitch", "Policy", "PolicyDecision",
+        "RecordedCall", "Recording", "ReplayedToolError",
         "RunAttributesSpanProcessor", "RunScope", "RunStopped", "StepScope", "StopReason", "ToolDenied",
         "ToolDisposition", "ToolGateway", "ToolOutcome", "ToolRisk", "Track", "UnknownTool", "Usage", "agent_run",
         "configure", "get_current_run", "load_config", "reset_configuration",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime
 import json
-from collections.abc import Callable
 from pathlib import Path
 from types import MappingProxyType
 
@@ -153,31 +152,37 @@ def test_private_key_without_end_line_hides_its_body() -> None:
 
 
 def test_json_escaped_private_key_is_hidden() -> None:
-    text = json.dumps({"private_key": "x", "pem": "-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIBkg\n-----END EC PRIVATE KEY-----"})
+    text = json.dumps(
+        {"private_key": "x", "pem": "-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIBkg\n-----END EC PRIVATE KEY-----"}
+    )
     out = redact_text(text)
     assert "MHcCAQEEIBkg" not in out
     assert "[REDACTED:private_key]" in out
 
 
-def test_overlapping_findings_become_one_marker_of_the_longest() -> None:
-    # the password value holds an e-mail; the whole value goes, as one "secret"
-    assert redact_text("password=jane@example.com;x") == "password=[REDACTED:secret];x"
+def test_overlapping_findings_become_one_marker() -> None:
+    # the password value holds an e-mail and more: the whole value goes, as the longest finding
+    assert redact_text("password=jane@example.com!x;y") == "password=[REDACTED:secret];y"
+    # the same span found twice: the more specific kind names it
+    assert redact_text("password=jane@example.com;y") == "password=[REDACTED:email];y"
+    assert redact_text(f'"api_key": "{OPENAI_KEY}"') == '"api_key": "[REDACTED:api_key]"'
 
 
 # --- structures ------------------------------------------------------------------------------------
 def test_sensitive_keys_in_nested_structures() -> None:
+    config_in: dict[str, object] = {
+        "db_password": 1234,
+        "X-Api-Key": ["a", "b"],
+        "Client-Secret": None,
+        "refresh_token": {"nested": "x"},
+        "apiKey": "k",
+        "max_tokens": 512,
+        "input_tokens": 10,
+        "author": "Jane",
+        "session_id": "s-1",
+    }
     value = {
-        "config": {
-            "db_password": 1234,
-            "X-Api-Key": ["a", "b"],
-            "Client-Secret": None,
-            "refresh_token": {"nested": "x"},
-            "apiKey": "k",
-            "max_tokens": 512,
-            "input_tokens": 10,
-            "author": "Jane",
-            "session_id": "s-1",
-        },
+        "config": config_in,
         "headers": [
             {"name": "Authorization", "value": "Basic abc"},
             {"name": "Accept", "value": "application/json"},
@@ -199,7 +204,7 @@ def test_sensitive_keys_in_nested_structures() -> None:
     assert out["env"] == ({"key": "AWS_SECRET_ACCESS_KEY", "value": "[REDACTED:secret]"},)
     assert out["note"] == "mail me at [REDACTED:email]"
     # the input is not modified
-    assert value["config"]["db_password"] == 1234  # type: ignore[index]
+    assert config_in["db_password"] == 1234
 
 
 def test_redact_value_keeps_shapes_and_scalars() -> None:
@@ -217,9 +222,15 @@ def test_custom_sensitive_keys_replace_the_defaults() -> None:
         "SSN": "[REDACTED:secret]",
         "password": "kept",
     }
-    assert redactor.redact_text("user ssn=123-45-6789 PIN-CODE: 4455") == "user ssn=[REDACTED:secret] PIN-CODE: [REDACTED:secret]"
+    assert (
+        redactor.redact_text("user ssn=123-45-6789 PIN-CODE: 4455")
+        == "user ssn=[REDACTED:secret] PIN-CODE: [REDACTED:secret]"
+    )
     extended = Redactor(sensitive_keys=(*Redactor.DEFAULT_SENSITIVE_KEYS, "ssn"))
-    assert extended.redact_value({"ssn": 1, "password": 2}) == {"ssn": "[REDACTED:secret]", "password": "[REDACTED:secret]"}
+    assert extended.redact_value({"ssn": 1, "password": 2}) == {
+        "ssn": "[REDACTED:secret]",
+        "password": "[REDACTED:secret]",
+    }
 
 
 def test_extra_patterns() -> None:
@@ -244,9 +255,7 @@ def test_secret_values_are_removed_everywhere() -> None:
     assert redactor.redact_text(text, secret_values=[scoped]) == (
         "calling with [REDACTED:secret]; echo [REDACTED:secret][REDACTED:secret]"
     )
-    assert redactor.redact_value({"args": [f"x{scoped}y"]}, secret_values={scoped}) == {
-        "args": ["x[REDACTED:secret]y"]
-    }
+    assert redactor.redact_value({"args": [f"x{scoped}y"]}, secret_values={scoped}) == {"args": ["x[REDACTED:secret]y"]}
     assert scoped not in redactor.to_attribute({"deep": {"er": scoped}}, secret_values=(scoped,))
     # a lone string is one secret, not a collection of characters
     assert redactor.redact_text(f"a {scoped}", secret_values=scoped) == "a [REDACTED:secret]"
@@ -314,8 +323,8 @@ def test_cycles_and_deep_nesting_do_not_raise() -> None:
     out = Redactor().to_attribute(deep)
     assert "jane@example.com" not in out
     assert "nested too deep" in out
-    assert Redactor().redact_value(deep) is not deep
-    assert Redactor().to_attribute(10**5000).startswith("<int of")
+    assert "jane@example.com" not in repr(Redactor().redact_value(deep))
+    assert "<int of" in Redactor().to_attribute([10**5000])
 
 
 def test_truncation_length_and_marker() -> None:
@@ -326,16 +335,16 @@ def test_truncation_length_and_marker() -> None:
     assert len(out) == redactor.max_length + len(marker)
     assert redactor.to_attribute("y" * 100) == "y" * 100
     assert Redactor().max_length == DEFAULT_MAX_LENGTH == 4096
-    long_json = Redactor(max_length=50).to_attribute({"items": list(range(1000))})
-    assert long_json.startswith('{"items": [0, 1, 2')
-    assert long_json.endswith(" chars]")
-    assert len(long_json) <= 50 + len(f"…[truncated {len(json.dumps({'items': list(range(1000))}))} chars]")
+    full = json.dumps({"items": list(range(1000))})
+    assert Redactor(max_length=50).to_attribute({"items": list(range(1000))}) == (
+        full[:50] + f"…[truncated {len(full) - 50} chars]"
+    )
 
 
 @pytest.mark.parametrize("offset", range(-30, 10))
 def test_secret_straddling_the_truncation_boundary_does_not_leak(offset: int) -> None:
     limit = 200
-    text = "a" * (limit + offset) + " " + OPENAI_KEY + " tail"
+    text = "a" * (limit + offset) + " " + OPENAI_KEY + " tail" * 20
     out = Redactor(max_length=limit).to_attribute(text)
     assert "…[truncated" in out
     assert OPENAI_KEY[:4] not in out  # not even "sk-p"
@@ -410,6 +419,4 @@ def test_to_attribute_always_returns_bounded_text(value: object) -> None:
 def test_public_surface() -> None:
     assert sorted(redaction.__all__) == ["DEFAULT_MAX_LENGTH", "REDACTED", "Redactor", "luhn_valid", "redact_text"]
     assert REDACTED == "[REDACTED]"
-    assert redact_text is redaction.redact_text
-    method: Callable[..., str] = Redactor().redact_text
-    assert method("x") == "x"
+    assert redact_text("mail a@b.io") == Redactor().redact_text("mail a@b.io") == "mail [REDACTED:email]"

@@ -26,6 +26,7 @@ from agentwatch.instrumentation._gateway import CredentialsProvider, ToolGateway
 from agentwatch.instrumentation._llm import LLMCall
 from agentwatch.instrumentation._policy import Policy, PolicyDecision
 from agentwatch.instrumentation._processor import RunAttributesSpanProcessor
+from agentwatch.instrumentation._replay import RecordedCall, Recording, ReplayedToolError
 from agentwatch.instrumentation._run import AgentRun, RunScope, StepScope, Usage, agent_run
 from agentwatch.instrumentation._settings import InstrumentationSettings
 from agentwatch.instrumentation._setup import configure, reset_configuration
@@ -67,6 +68,9 @@ __all__ = [
     "MemoryKillSwitch",
     "Policy",
     "PolicyDecision",
+    "RecordedCall",
+    "Recording",
+    "ReplayedToolError",
     "RunAttributesSpanProcessor",
     "RunScope",
     "RunStopped",

@@ -37,6 +37,7 @@ from agentwatch.instrumentation._approval import (
 from agentwatch.instrumentation._context import current_run, current_step
 from agentwatch.instrumentation._guard import end_span, error_description, start_span
 from agentwatch.instrumentation._policy import Policy, PolicyDecision
+from agentwatch.instrumentation._replay import REPLAY_UNRECORDED_RULE, Recording, ReplayedToolError
 from agentwatch.instrumentation._settings import InstrumentationSettings
 from agentwatch.instrumentation._setup import current_settings, tracer_for
 from agentwatch.instrumentation.errors import ApprovalRejected, KillSwitchEngaged, ToolDenied, UnknownTool
@@ -137,6 +138,8 @@ class ToolGateway:
     ``tools`` maps names to callables that take the arguments as keywords; a tool that declares a
     ``credentials`` parameter receives the provider's mapping there, one that declares
     ``approval_token`` receives the approver's token. One gateway can serve many runs and threads.
+    With ``replay=Recording(...)`` tools are never executed: the recording answers (``replayed``)
+    after the same kill-switch and policy checks, and an unrecorded call is refused.
     """
 
     def __init__(
@@ -150,6 +153,7 @@ class ToolGateway:
         approval_timeout: float = 300.0,
         tracer_provider: TracerProvider | None = None,
         settings: InstrumentationSettings | None = None,
+        replay: Recording | None = None,
     ) -> None:
         if not isinstance(policy, Policy):
             raise TypeError("policy must be an agentwatch Policy(allow=..., require_approval=..., deny=...)")
@@ -161,6 +165,7 @@ class ToolGateway:
         self._tracer_provider = tracer_provider
         self._settings = settings
         self._standalone_idempotency = _Idempotency(limit=_STANDALONE_IDEMPOTENCY_LIMIT)
+        self.replay = replay
 
     @property
     def tools(self) -> tuple[str, ...]:
@@ -186,6 +191,8 @@ class ToolGateway:
         call = self._begin(tool, args, run=run, call_id=call_id, idempotency_key=idempotency_key)
         try:
             self._screen(call)
+            if self.replay is not None:
+                return self._replayed(call, self.replay)
             owner, future = self._claim(call)
             if not owner:
                 assert future is not None  # a non-owner always waits on the owner's future
@@ -224,6 +231,8 @@ class ToolGateway:
         call = self._begin(tool, args, run=run, call_id=call_id, idempotency_key=idempotency_key)
         try:
             self._screen(call)
+            if self.replay is not None:
+                return self._replayed(call, self.replay)
             owner, future = self._claim(call)
             if not owner:
                 assert future is not None  # a non-owner always waits on the owner's future
@@ -457,6 +466,26 @@ class ToolGateway:
         self._capture(call, result=result)
         self._audit(call, ToolDisposition.DEDUPLICATED, ToolOutcome.OK)
         return result
+
+    def _replayed(self, call: _Call, recording: Recording) -> Any:
+        recorded = recording.take(call.tool, call.args)
+        if recorded is None:
+            self._block(call, ToolDisposition.DENIED, REPLAY_UNRECORDED_RULE)
+            raise ToolDenied(
+                call.tool,
+                REPLAY_UNRECORDED_RULE,
+                f"tool {call.tool!r} was called with arguments the recording does not have; "
+                "replay never executes a tool, so the call was refused",
+            )
+        outcome = ToolOutcome.ERROR if recorded.error is not None else ToolOutcome.OK
+        call.span.set_attributes(
+            {semconv.TOOL_DISPOSITION: ToolDisposition.REPLAYED.value, semconv.TOOL_OUTCOME: outcome.value}
+        )
+        self._capture(call, result=recorded.result)
+        self._audit(call, ToolDisposition.REPLAYED, outcome)
+        if recorded.error is not None:
+            raise ReplayedToolError(recorded.error)
+        return recorded.result
 
     def _block(self, call: _Call, disposition: ToolDisposition, rule: str) -> None:
         call.span.set_attributes(

@@ -408,7 +408,7 @@ def _stringify(value: object) -> str:
     try:
         return str(value)
     except Exception:  # a broken __str__ must not break the span
-        return f"<unprintable {type(value).__qualname__}>"
+        return f"<unprintable {type(value).__name__}>"
 
 
 def _sort_key(value: object) -> tuple[str, str]:
@@ -519,7 +519,7 @@ class Redactor:
                 if not gate:
                     continue
             if not detector.anchors:
-                matches: Iterable[re.Match[str] | None] = detector.pattern.finditer(text)
+                matches: Iterable[re.Match[str]] = detector.pattern.finditer(text)
             else:
                 haystack = text
                 if detector.ignore_case:
@@ -535,7 +535,7 @@ class Redactor:
                     matches = self._anchored(detector, text, starts)
             validate = detector.validate
             for match in matches:
-                if match is None or (validate is not None and not validate(text, match)):
+                if validate is not None and not validate(text, match):
                     continue
                 start, end = _value_span(match, detector.groups)
                 if start < end:
@@ -548,19 +548,27 @@ class Redactor:
         return spans
 
     @staticmethod
-    def _anchored(detector: _Detector, text: str, starts: Iterable[int]) -> Iterator[re.Match[str] | None]:
+    def _anchored(detector: _Detector, text: str, starts: Iterable[int]) -> Iterator[re.Match[str]]:
+        """Matches tried at each anchor; like ``finditer``, an anchor inside the last match is skipped
+        (the payload of a JWT starts with ``eyJ`` too)."""
         match = detector.pattern.match
         chars = detector.back_chars
-        if not chars:
-            for start in starts:
-                yield match(text, start)
-            return
+        limit_back = detector.back_limit
+        covered = -1
         for anchor in starts:
-            start, limit = anchor, max(0, anchor - detector.back_limit)
-            while start > limit and text[start - 1] in chars:
-                start -= 1
-            if start < anchor:
-                yield match(text, start)
+            if anchor < covered:
+                continue
+            start = anchor
+            if chars:
+                limit = max(0, anchor - limit_back)
+                while start > limit and text[start - 1] in chars:
+                    start -= 1
+                if start == anchor:
+                    continue
+            found = match(text, start)
+            if found is not None:
+                covered = found.end()
+                yield found
 
     def _redact_once(self, text: str, secrets: tuple[str, ...]) -> str:
         spans = self._find(text, secrets)
