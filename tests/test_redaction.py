@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import time
 from pathlib import Path
 from types import MappingProxyType
 
@@ -29,6 +30,16 @@ JWT = (
     "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkphbmUifQ"
     ".Sfl8KxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c"
 )
+
+
+def _strings(value: object) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for item in value.values() for s in _strings(item)]
+    if isinstance(value, list):
+        return [s for item in value for s in _strings(item)]
+    return []
 
 
 def _windows(secret: str, width: int = 10) -> list[str]:
@@ -61,10 +72,12 @@ def test_corpus_secret_is_removed_from_text(entry: dict[str, str]) -> None:
 @pytest.mark.parametrize("entry", CORPUS, ids=[f"{i:02d}-{e['kind']}" for i, e in enumerate(CORPUS)])
 def test_corpus_secret_is_removed_from_attribute(entry: dict[str, str]) -> None:
     payload = {"tool": "crm.note", "args": {"note": entry["text"], "history": [entry["text"], (1, entry["text"])]}}
-    attribute = Redactor().to_attribute(payload)
+    attribute = Redactor(max_length=1_000_000).to_attribute(payload)
     assert entry["secret"] not in attribute
-    # the JSON escaping of the attribute must not hide a leak from the check above
-    assert entry["secret"] not in json.loads(attribute)["args"]["note"]
+    # JSON escaping (of quotes, backslashes, newlines) must not hide a leak from the check above
+    leaves = _strings(json.loads(attribute))
+    assert len(leaves) == 4
+    assert not [leaf for leaf in leaves if entry["secret"] in leaf]
 
 
 @pytest.mark.parametrize("text", BENIGN)
@@ -160,6 +173,14 @@ def test_json_escaped_private_key_is_hidden() -> None:
     assert "[REDACTED:private_key]" in out
 
 
+def test_a_finding_hidden_by_its_neighbour_is_found_once_the_neighbour_is_redacted() -> None:
+    # glued to the PEM's dashes the key fails its word-boundary check; it passes once the PEM is a marker
+    text = f"-----BEGIN PRIVATE KEY-----\nMIIBVQIBADANBg\n-----END PRIVATE KEY-----{OPENAI_KEY}"
+    out = redact_text(text)
+    assert out == "[REDACTED:private_key][REDACTED:api_key]"
+    assert redact_text(out) == out
+
+
 def test_overlapping_findings_become_one_marker() -> None:
     # the password value holds an e-mail and more: the whole value goes, as the longest finding
     assert redact_text("password=jane@example.com!x;y") == "password=[REDACTED:secret];y"
@@ -205,6 +226,16 @@ def test_sensitive_keys_in_nested_structures() -> None:
     assert out["note"] == "mail me at [REDACTED:email]"
     # the input is not modified
     assert config_in["db_password"] == 1234
+
+
+def test_header_pairs_hide_their_value() -> None:
+    headers = [("Authorization", "Basic dXNlcjpwYXNz"), ("Accept", "application/json"), (b"cookie", b"sid=1")]
+    assert Redactor().redact_value(headers) == [
+        ("Authorization", "[REDACTED:secret]"),
+        ("Accept", "application/json"),
+        (b"cookie", "[REDACTED:secret]"),
+    ]
+    assert Redactor().to_attribute({"h": [("X-Api-Key", "k1")]}) == '{"h": [["X-Api-Key", "[REDACTED:secret]"]]}'
 
 
 def test_redact_value_keeps_shapes_and_scalars() -> None:
@@ -398,7 +429,7 @@ def test_redact_text_is_total_and_idempotent_on_any_text(text: str) -> None:
 def test_redact_text_is_idempotent_on_secret_like_text(text: str) -> None:
     once = redact_text(text)
     assert redact_text(once) == once
-    assert isinstance(Redactor(max_length=40).to_attribute({"t": text}), str)
+    assert len(Redactor(max_length=40).to_attribute({"t": text})) <= 40 + len("…[truncated 999 chars]")
 
 
 @settings(max_examples=200, deadline=None)
@@ -413,6 +444,27 @@ def test_to_attribute_always_returns_bounded_text(value: object) -> None:
     out = Redactor(max_length=64).to_attribute(value)
     assert isinstance(out, str)
     assert len(out) <= 64 + len("…[truncated 999999 chars]")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "-----BEGIN PRIVATE KEY-----!" * 8000,  # many headers without END
+        "eyJ" * 20_000,
+        "sk-a" * 15_000,
+        "a@" * 30_000,
+        'password: "' + "\\a" * 30_000,
+        "://a:" + "@" * 60_000,
+        "4111 " * 12_000,
+    ],
+    ids=["pem", "jwt", "api_key", "email", "kv", "url", "card"],
+)
+def test_adversarial_input_takes_linear_time(text: str) -> None:
+    # a collector scrubs untrusted spans: a quadratic regex would be a denial of service
+    start = time.perf_counter()
+    once = redact_text(text)
+    assert time.perf_counter() - start < 2.0
+    assert redact_text(once) == once
 
 
 # --- module surface --------------------------------------------------------------------------------

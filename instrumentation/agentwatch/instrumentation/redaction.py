@@ -5,11 +5,13 @@ JWTs, PEM private keys, payment card numbers (Luhn-checked), e-mail addresses, c
 URLs and the values of sensitive ``key=value`` pairs, and replaces each with ``[REDACTED:<kind>]``;
 it also walks structured values, hiding everything under a sensitive key, and turns any value
 into a bounded span attribute (redacted first, truncated after, so a secret cut at the boundary
-cannot leak its prefix). Detection is deterministic and idempotent: every detector reads the
-original text, overlapping findings are merged into one marker, and markers never match a
-detector. The in-process instrumentation and the collector (which scrubs spans from other SDKs)
-both use it, so the no-finding path is kept cheap: literal prefilters decide which precompiled
-regexes run at all. This module is a leaf: it imports only the standard library.
+cannot leak its prefix). Redaction is deterministic and idempotent: every detector reads the
+whole text, overlapping findings merge into one marker, markers are never redacted again, and a
+further pass catches what only shows once a neighbour is hidden. The in-process instrumentation
+and the collector (which scrubs spans from other SDKs) both use it, so the common path is kept
+cheap: most precompiled regexes are tried only where a literal anchor (``eyJ``, ``@``,
+``password``...) occurs, and text without findings comes back as the same object. This module
+is a leaf: it imports only the standard library.
 """
 
 from __future__ import annotations
@@ -56,17 +58,18 @@ _RANK_EMAIL: Final = 8
 _RANK_CUSTOM: Final = 9
 _RANK_SECRET: Final = 10
 
-_SECRET_MARKER: Final = "[REDACTED:secret]"
-
 
 def _marker(kind: str) -> str:
     return f"{REDACTED[:-1]}:{kind}]"
 
 
+_SECRET_MARKER: Final = _marker("secret")
+
+
 def luhn_valid(digits: str) -> bool:
     """Whether ``digits`` passes the Luhn checksum (spaces and hyphens are ignored).
 
-    Anything else than ASCII digits, or no digit at all, is not valid.
+    A string with anything but ASCII digits, or with no digit at all, is not valid.
     """
     compact = digits.replace(" ", "").replace("-", "")
     if not compact or not (compact.isascii() and compact.isdigit()):
@@ -110,7 +113,8 @@ class _Detector:
 # --- detectors ----------------------------------------------------------------------------------
 _PRIVATE_KEY_RE: Final = re.compile(
     r"-----BEGIN[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----"
-    r"(?:.*?-----END[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----"
+    # the search for END stops at the next BEGIN: a text of many ENDless headers stays linear
+    r"(?:(?:(?!-----BEGIN).)*?-----END[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----"
     # a block cut before its END line (a truncated log) still hides its body, at the price of
     # hiding the words that follow it too
     r"|(?:[A-Za-z0-9+/=:,\s-]|\\[nrt])*)",
@@ -603,22 +607,24 @@ class Redactor:
         compact = key.lower().replace("-", "").replace("_", "").replace(".", "").replace(" ", "")
         return compact.endswith(self._key_suffixes)
 
+    def _is_sensitive_label(self, label: object) -> bool:
+        if isinstance(label, bytes):  # ASGI and raw HTTP header names
+            label = label.decode("latin-1")
+        return isinstance(label, str) and self._is_sensitive_key(label)
+
     def _names_sensitive_value(self, mapping: Mapping[object, object]) -> bool:
         """``{"name": "Authorization", "value": ...}``: header and env-var lists hide ``value``."""
         if "value" not in mapping:
             return False
-        for field in ("name", "key", "header"):
-            label = mapping.get(field)
-            if isinstance(label, str) and self._is_sensitive_key(label):
-                return True
-        return False
+        return any(self._is_sensitive_label(mapping.get(field)) for field in ("name", "key", "header"))
 
     def redact_value(self, value: object, *, secret_values: Collection[str] = ()) -> object:
         """A redacted copy of ``value``; the input is not modified.
 
         Mappings (returned as ``dict``), lists, tuples and sets are walked. Under a sensitive key,
-        and under ``value`` next to a ``name``/``key``/``header`` naming one, the value becomes
-        ``[REDACTED:secret]`` whatever its type. Strings, keys included, go through
+        under ``value`` next to a ``name``/``key``/``header`` naming one, and as the second item of
+        a 2-tuple whose first names one (header lists: ``("Authorization", "Basic ...")``), the
+        value becomes ``[REDACTED:secret]`` whatever its type. Strings, keys included, go through
         ``redact_text`` (two keys redacted to the same text collapse into one). Other objects are
         kept as they are. A reference cycle becomes ``…[cycle]`` and nesting deeper than 64
         levels ``…[nested too deep]``.
@@ -646,6 +652,8 @@ class Redactor:
             if isinstance(value, Mapping):
                 return self._walk_mapping(value, secrets, depth, active, for_json=for_json)
             items = [self._walk(item, secrets, depth + 1, active, for_json=for_json) for item in value]
+            if isinstance(value, tuple) and len(items) == 2 and self._is_sensitive_label(value[0]):
+                items[1] = _SECRET_MARKER
             if isinstance(value, set | frozenset):
                 if for_json:
                     return sorted(items, key=_sort_key)  # set order varies between processes
@@ -686,8 +694,9 @@ class Redactor:
         A string is kept as it is (not JSON-quoted); mappings, sequences, numbers, booleans and
         ``None`` are serialised as JSON (sets sorted, so the text is deterministic); any other
         object is turned into text by ``str`` (dates by ``isoformat``), also inside containers.
-        Redaction (as ``redact_value`` then ``redact_text``) happens before truncation, so a
-        secret that straddles the limit is hidden whole. When the redacted text is longer than
+        Redaction (of the structure as by ``redact_value``, of every string and of every such
+        text as by ``redact_text``) happens before truncation, so a secret that straddles the
+        limit is hidden whole. When the redacted text is longer than
         ``max_length``, its first ``max_length`` characters are kept (fewer if the cut would split
         a ``[REDACTED:...]`` marker, which then goes whole) and ``…[truncated N chars]`` is
         appended, N being the number of characters dropped. The result is therefore at most
