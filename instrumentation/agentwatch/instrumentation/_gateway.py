@@ -130,6 +130,7 @@ class _Call:
     idempotency_key: str | None
     call_id: str | None
     secret_values: tuple[str, ...] = ()
+    owned: concurrent.futures.Future[Any] | None = None  # resolved for later calls with the same key
 
 
 class ToolGateway:
@@ -193,28 +194,19 @@ class ToolGateway:
             self._screen(call)
             if self.replay is not None:
                 return self._replayed(call, self.replay)
-            owner, future = self._claim(call)
-            if not owner:
-                assert future is not None  # a non-owner always waits on the owner's future
-                return self._finish_deduplicated(call, future.result())
+            pending = self._claim(call)
+            if pending is not None:
+                return self._finish_deduplicated(call, pending.result())
             try:
                 approval = self._approvals.decide(self._approval_request(call)) if self._needs_approval(call) else None
-                kwargs = self._prepare(call, approval)
-                spec = self._tools[tool]
-                if spec.is_async:
+                function, kwargs = self._prepare(call, approval)
+                if self._tools[tool].is_async:
                     raise TypeError(f"tool {tool!r} is async: use acall()/AgentRun.acall_tool()")
-                try:
-                    result = spec.function(**kwargs)
-                except Exception as exc:
-                    self._failed(call, exc, approval)
-                    raise
-                self._succeeded(call, result, approval)
+                result = self._execute(call, function, kwargs, approval)
             except BaseException as exc:
-                self._release(call, future, exc)
+                self._abandon(call, exc)
                 raise
-            if future is not None:
-                future.set_result(result)
-            return result
+            return self._settle(call, result)
         finally:
             self._end(call)
 
@@ -233,26 +225,21 @@ class ToolGateway:
             self._screen(call)
             if self.replay is not None:
                 return self._replayed(call, self.replay)
-            owner, future = self._claim(call)
-            if not owner:
-                assert future is not None  # a non-owner always waits on the owner's future
-                return self._finish_deduplicated(call, await asyncio.wrap_future(future))
+            pending = self._claim(call)
+            if pending is not None:
+                return self._finish_deduplicated(call, await asyncio.wrap_future(pending))
             try:
-                approval = (
-                    await self._approvals.adecide(self._approval_request(call)) if self._needs_approval(call) else None
-                )
-                kwargs = self._prepare(call, approval)
-                spec = self._tools[tool]
-                if spec.is_async:
-                    result = await self._aexecute(call, spec.function(**kwargs), approval)
+                needs_approval = self._needs_approval(call)
+                approval = await self._approvals.adecide(self._approval_request(call)) if needs_approval else None
+                function, kwargs = self._prepare(call, approval)
+                if self._tools[tool].is_async:
+                    result = await self._aexecute(call, function(**kwargs), approval)
                 else:
-                    result = self._execute(call, lambda: spec.function(**kwargs), approval)
+                    result = self._execute(call, function, kwargs, approval)
             except BaseException as exc:
-                self._release(call, future, exc)
+                self._abandon(call, exc)
                 raise
-            if future is not None:
-                future.set_result(result)
-            return result
+            return self._settle(call, result)
         finally:
             self._end(call)
 
@@ -346,18 +333,29 @@ class ToolGateway:
             self._block(call, ToolDisposition.DENIED, "unknown_tool")
             raise UnknownTool(call.tool, list(self._tools))
 
-    def _claim(self, call: _Call) -> tuple[bool, concurrent.futures.Future[Any] | None]:
-        if not call.idempotency_key:
-            return True, None
-        store = call.run._idempotency if call.run is not None else self._standalone_idempotency
-        return store.claim(call.tool, call.idempotency_key)
+    def _idempotency_store(self, call: _Call) -> _Idempotency:
+        return call.run._idempotency if call.run is not None else self._standalone_idempotency
 
-    def _release(self, call: _Call, future: concurrent.futures.Future[Any] | None, exc: BaseException) -> None:
-        if future is None or call.idempotency_key is None:
+    def _claim(self, call: _Call) -> concurrent.futures.Future[Any] | None:
+        """None when this call runs the tool; else the future of the earlier call with the same key."""
+        if not call.idempotency_key:
+            return None
+        owner, future = self._idempotency_store(call).claim(call.tool, call.idempotency_key)
+        if not owner:
+            return future
+        call.owned = future
+        return None
+
+    def _settle(self, call: _Call, result: Any) -> Any:
+        if call.owned is not None:
+            call.owned.set_result(result)
+        return result
+
+    def _abandon(self, call: _Call, exc: BaseException) -> None:
+        if call.owned is None or call.idempotency_key is None:
             return
-        store = call.run._idempotency if call.run is not None else self._standalone_idempotency
-        store.forget(call.tool, call.idempotency_key)
-        future.set_exception(exc)
+        self._idempotency_store(call).forget(call.tool, call.idempotency_key)
+        call.owned.set_exception(exc)
 
     def _needs_approval(self, call: _Call) -> bool:
         return call.decision.verdict == "approval"
@@ -375,8 +373,8 @@ class ToolGateway:
             rule=call.decision.rule,
         )
 
-    def _prepare(self, call: _Call, approval: ApprovalDecision | None) -> dict[str, Any]:
-        """Record the approval outcome and build the tool's keyword arguments."""
+    def _prepare(self, call: _Call, approval: ApprovalDecision | None) -> tuple[ToolFunction, dict[str, Any]]:
+        """Record the approval outcome; return the tool and its keyword arguments."""
         if approval is not None:
             event_attributes: dict[str, str] = {semconv.EVENT_ATTR_TOOL: call.tool}
             if approval.approver:
@@ -389,13 +387,13 @@ class ToolGateway:
             call.span.add_event(semconv.EVENT_APPROVAL_GRANTED, event_attributes)
         spec = self._tools[call.tool]
         if not spec.takes_credentials and not spec.takes_approval_token:
-            return call.args  # already a private copy
+            return spec.function, call.args  # already a private copy
         kwargs = dict(call.args)
         if spec.takes_credentials:
             kwargs["credentials"] = self._scoped_credentials(call)
         if spec.takes_approval_token and approval is not None and approval.token is not None:
             kwargs["approval_token"] = approval.token
-        return kwargs
+        return spec.function, kwargs
 
     def _scoped_credentials(self, call: _Call) -> Mapping[str, str]:
         if self._credentials is None:
@@ -406,9 +404,11 @@ class ToolGateway:
         call.secret_values = tuple(v for v in scoped.values() if isinstance(v, str))
         return scoped
 
-    def _execute(self, call: _Call, invoke: Callable[[], Any], approval: ApprovalDecision | None) -> Any:
+    def _execute(
+        self, call: _Call, function: ToolFunction, kwargs: dict[str, Any], approval: ApprovalDecision | None
+    ) -> Any:
         try:
-            result = invoke()
+            result = function(**kwargs)
         except Exception as exc:
             self._failed(call, exc, approval)
             raise

@@ -6,7 +6,6 @@ A model without a price is marked ``agentwatch.cost.unpriced`` and counted on th
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -160,9 +159,8 @@ class LLMCall:
     def _capture(self, attribute: str, messages: Sequence[Any]) -> None:
         settings = self._run.settings
         if settings.capture_content:
-            redacted = settings.redactor.redact_value(list(messages))
-            text = json.dumps(redacted, default=str, ensure_ascii=False)
-            self._span.set_attribute(attribute, settings.redactor.to_attribute(text))
+            # to_attribute walks the structure (sensitive keys), redacts every string, then truncates
+            self._span.set_attribute(attribute, settings.redactor.to_attribute(list(messages)))
 
     def __enter__(self) -> LLMCall:
         self.start()

@@ -14,10 +14,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 audit_logger: Final = logging.getLogger("agentwatch.audit")
 
 _TRACKS: Final = frozenset(t.value for t in Track)
+_Used = TypeVar("_Used", int, float)
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,24 +285,24 @@ class AgentRun:
             self._kill_switch_engaged(error)
             raise error
 
+    def _enforce(self, check: Callable[[_Used], None], used: _Used) -> None:
+        """Run one budget check; an exhausted budget becomes the run's terminal condition."""
+        try:
+            check(used)
+        except BudgetExceeded as exc:
+            self._budget_exceeded(exc)
+            raise
+
     def _check_time(self) -> None:
         if self.budget.max_seconds is not None:
-            try:
-                self.budget.check_time(self.elapsed_seconds())
-            except BudgetExceeded as exc:
-                self._budget_exceeded(exc)
-                raise
+            self._enforce(self.budget.check_time, self.elapsed_seconds())
 
     def _admit_step(self) -> int:
         self._ensure_running()
         self._check_kill_switch()
         self._check_time()
         with self._lock:
-            try:
-                self.budget.check_step(self._steps)
-            except BudgetExceeded as exc:
-                self._budget_exceeded(exc)
-                raise
+            self._enforce(self.budget.check_step, self._steps)
             self._steps += 1
             return self._steps
 
@@ -309,22 +310,14 @@ class AgentRun:
         self._ensure_running()
         self._check_time()
         with self._lock:
-            try:
-                self.budget.check_tool_call(self._tool_calls)
-            except BudgetExceeded as exc:
-                self._budget_exceeded(exc)
-                raise
+            self._enforce(self.budget.check_tool_call, self._tool_calls)
             self._tool_calls += 1
 
     def _admit_llm_call(self) -> None:
         self._ensure_running()
         self._check_kill_switch()
         self._check_time()
-        try:
-            self.budget.check_usd(self._cost_usd)
-        except BudgetExceeded as exc:
-            self._budget_exceeded(exc)
-            raise
+        self._enforce(self.budget.check_usd, self._cost_usd)
 
     def _remaining_seconds(self) -> float | None:
         return self.budget.remaining_seconds(self.elapsed_seconds())
@@ -338,13 +331,18 @@ class AgentRun:
 
     # -- recording (called by the gateway and LLM calls) ----------------------------------------
 
-    def _budget_exceeded(self, exc: BudgetExceeded) -> None:
+    def _make_terminal(self, exc: RunStopped) -> bool:
+        """Fix the run's terminal condition; True for the first one (later ones change nothing)."""
         with self._lock:
-            first = self._terminal is None
-            if first:
-                self._terminal = exc
+            if self._terminal is not None:
+                return False
+            self._terminal = exc
+            if isinstance(exc, BudgetExceeded):
                 self._exhausted = exc.budget
-        if first:
+            return True
+
+    def _budget_exceeded(self, exc: BudgetExceeded) -> None:
+        if self._make_terminal(exc):
             self.span.add_event(
                 semconv.EVENT_BUDGET_EXHAUSTED,
                 {
@@ -355,11 +353,7 @@ class AgentRun:
             )
 
     def _kill_switch_engaged(self, exc: KillSwitchEngaged) -> None:
-        with self._lock:
-            first = self._terminal is None
-            if first:
-                self._terminal = exc
-        if first:
+        if self._make_terminal(exc):
             self.span.add_event(semconv.EVENT_KILL_SWITCH_ENGAGED, {semconv.EVENT_ATTR_SCOPE: exc.scope})
 
     def _tool_call_recorded(self, tool: str, disposition: ToolDisposition, outcome: ToolOutcome) -> None:
