@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-EXTRAS ?= dev
+EXTRAS ?= dev,collector,embedded
 STAMP  := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 comma  := ,
 
@@ -19,6 +19,14 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
 	@touch $@
 
+# Debian packages the tests drive for real (promtool, Prometheus, Alertmanager); skipped when present.
+SYSDEPS := $(VENV)/.sysdeps
+$(SYSDEPS): | $(BIN)/python
+	@command -v promtool >/dev/null 2>&1 && command -v prometheus-alertmanager >/dev/null 2>&1 || { \
+	  echo "installing prometheus and prometheus-alertmanager with apt-get"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus prometheus-alertmanager >/dev/null; }
+	@touch $@
+
 install: $(STAMP)
 
 demo: $(STAMP)
@@ -31,7 +39,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP)
+pytest: $(STAMP) $(SYSDEPS)
 	$(BIN)/python -m pytest -q
 
 test: lint typecheck pytest

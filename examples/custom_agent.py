@@ -13,6 +13,7 @@ or through ``agentwatch demo``, which also prints a summary read back from the e
 from __future__ import annotations
 
 import argparse
+import random
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -125,6 +126,12 @@ class ScriptedModel:
     version: str = "v1"
     turns_taken: int = 0
     seen: list[tuple[str, Any]] = field(default_factory=list)
+    # How often the model double-checks the help center before answering, and how often it gets
+    # stuck re-searching a question until a budget stops it: the knobs a prompt change moves.
+    recheck_rate: float = 0.0
+    stuck_rate: float = 0.0
+    rng: random.Random = field(default_factory=lambda: random.Random(0))
+    _stuck: bool | None = None
 
     def next_turn(self, ticket: str) -> ModelTurn:
         self.turns_taken += 1
@@ -151,6 +158,13 @@ class ScriptedModel:
         if "refund" in text and "again" in text:
             # A model stuck re-searching the same thing: only the budget ends this.
             return turn(ToolCall("kb.search", {"query": f"refund policy attempt {n}"}, call_id))
+        if "how" in text:
+            if self._stuck is None:
+                self._stuck = self.rng.random() < self.stuck_rate
+            if n == 1 or self._stuck:
+                return turn(ToolCall("kb.search", {"query": ticket}, call_id))
+        if n <= 3 and self.seen and self.rng.random() < self.recheck_rate:
+            return turn(ToolCall("kb.search", {"query": f"double-check {ticket[:40]}"}, call_id))
         return turn(final=f"Resolved: {self.seen[-1][1] if self.seen else 'see our help center'}")
 
 
@@ -166,6 +180,7 @@ def handle_ticket(
     track: str = "stable",
     tracer_provider: TracerProvider | None = None,
     model: ScriptedModel | None = None,
+    model_name: str = MODEL,
 ) -> AgentRun:
     """Run the support agent on one ticket; the returned run always has a stop reason."""
     model = model or ScriptedModel(version=version)
@@ -184,7 +199,7 @@ def handle_ticket(
             with run.step():
                 turn = model.next_turn(ticket)
                 run.record_llm_call(
-                    model=MODEL,
+                    model=model_name,
                     provider=PROVIDER,
                     input_tokens=turn.input_tokens,
                     output_tokens=turn.output_tokens,
