@@ -62,7 +62,7 @@ class Release:
 
 
 STABLE = Release("stable", "v1", "gpt-4o-mini", recheck_rate=0.10, stuck_rate=0.01)
-CANARY = Release("canary", "v2", "gpt-4.1-mini", recheck_rate=0.35, stuck_rate=0.08)
+CANARY = Release("canary", "v2", "gpt-4o-mini", recheck_rate=0.45, stuck_rate=0.08)
 
 
 def simulate(

@@ -3,44 +3,125 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict
+
+from agentwatch.collectors.cli_read import add_read_commands
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from pathlib import Path
 
-    from agentwatch.collectors._examples import load_example
-    from agentwatch.collectors.summary import render, summarize
+    from agentwatch.collectors.demo import run_demo
 
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    example = load_example("custom_agent")
-    example.run_scenarios(tracer_provider=provider)
-    provider.shutdown()
-    summary = summarize(exporter.get_finished_spans())
-    if args.json:
-        print(
-            json.dumps(
-                {
-                    "runs": [asdict(run) for run in summary.runs],
-                    "gateway": [
-                        {"tool": t, "disposition": d, "outcome": o, "calls": n}
-                        for (t, d, o), n in sorted(summary.gateway.items())
-                    ],
-                },
-                indent=2,
-            )
-        )
-    else:
-        print("agentwatch demo: the custom-loop support agent on five tickets\n")
-        print(render(summary))
+    return run_demo(data_dir=Path(args.data).resolve(), runs_per_track=args.runs, serve=args.serve, as_json=args.json)
+
+
+def _collector(args: argparse.Namespace) -> int:
+    import logging
+
+    from agentwatch.collectors.service import CollectorService
+    from agentwatch.collectors.settings import SettingsError, resolve
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    overrides = {name: getattr(args, name) for name in _COLLECTOR_FLAGS}
+    try:
+        settings = resolve(config_file=args.config, overrides=overrides)
+        service = CollectorService(settings)
+    except SettingsError as exc:
+        print(f"agentwatch collector: {exc}", file=sys.stderr)
+        return 2
+    try:
+        service.serve_forever()
+    except OSError as exc:
+        print(f"agentwatch collector: {exc}", file=sys.stderr)
+        service.stop(drain_timeout_s=0)
+        return 2
     return 0
+
+
+def _schema(args: argparse.Namespace) -> int:
+    from agentwatch.collectors.schema import SchemaOptions, render
+    from agentwatch.collectors.store import ClickHouseStore, StoreError, redacted_url
+
+    options = SchemaOptions(
+        database=args.database,
+        cluster=args.cluster,
+        traces_ttl_days=args.traces_ttl_days,
+        runs_ttl_days=args.runs_ttl_days,
+    )
+    if args.apply:
+        store = ClickHouseStore.open(args.clickhouse, database=args.database)
+        try:
+            applied = store.ensure_schema(options)
+        except StoreError as exc:
+            print(f"agentwatch schema: {redacted_url(args.clickhouse)}: {exc}", file=sys.stderr)
+            return 2
+        finally:
+            store.close()
+        print(f"applied migrations: {', '.join(map(str, applied)) or 'none (schema is current)'}")
+        return 0
+    for statement in render(options):
+        print(statement.rstrip().rstrip(";") + ";\n")
+    return 0
+
+
+# flags of `agentwatch collector`; each is also a YAML key and an AGENTWATCH_<NAME> variable
+_COLLECTOR_FLAGS = (
+    "clickhouse",
+    "database",
+    "cluster",
+    "otlp_http",
+    "otlp_grpc",
+    "metrics",
+    "spool",
+    "spool_max_bytes",
+    "tokens",
+    "insecure_allow_remote",
+    "max_body_bytes",
+    "max_spans_per_request",
+    "max_attribute_length",
+    "traces_ttl_days",
+    "runs_ttl_days",
+)
+
+
+def _add_collector(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from agentwatch.collectors.settings import SETTING_TYPES
+
+    collector = commands.add_parser(
+        "collector",
+        help="receive OTLP, store in ClickHouse, expose Prometheus metrics",
+        description="Settings come from flags > AGENTWATCH_<NAME> environment > --config YAML > defaults.",
+    )
+    collector.add_argument("--config", metavar="FILE", help="YAML file with the same settings (snake_case keys)")
+    help_text = {
+        "clickhouse": "chdb://PATH (embedded, default chdb://./agentwatch-data) or http(s)://user:pw@host:8123/db",
+        "otlp_http": "OTLP/HTTP address, also /healthz, /readyz and /api/v1 (default 127.0.0.1:4318)",
+        "otlp_grpc": "OTLP/gRPC address, empty to disable (default 127.0.0.1:4317)",
+        "metrics": "Prometheus /metrics address (default 127.0.0.1:9464)",
+        "spool": "directory of the durable spool (default ./agentwatch-spool)",
+        "tokens": "tokens file: token -> tenant and scopes (ingest, read)",
+        "insecure_allow_remote": "allow listening beyond loopback without tokens",
+    }
+    for name in _COLLECTOR_FLAGS:
+        flag = "--" + name.replace("_", "-")
+        if SETTING_TYPES[name] is bool:
+            collector.add_argument(flag, action="store_const", const=True, default=None, help=help_text.get(name))
+        else:
+            collector.add_argument(flag, default=None, metavar=name.upper(), help=help_text.get(name))
+    collector.set_defaults(handler=_collector)
+
+    schema = commands.add_parser("schema", help="print or apply the ClickHouse schema migrations")
+    action = schema.add_mutually_exclusive_group(required=True)
+    action.add_argument("--print", action="store_true", help="print the DDL")
+    action.add_argument("--apply", action="store_true", help="apply pending migrations to --clickhouse")
+    schema.add_argument("--clickhouse", default="chdb://./agentwatch-data", help="store URL (for --apply)")
+    schema.add_argument("--database", default="default")
+    schema.add_argument("--cluster", default=None, metavar="NAME", help="ON CLUSTER variant: Replicated + Distributed")
+    schema.add_argument("--traces-ttl-days", type=int, default=30)
+    schema.add_argument("--runs-ttl-days", type=int, default=400)
+    schema.set_defaults(handler=_schema)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,7 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     demo = commands.add_parser("demo", help="run the example agents and print what the telemetry shows")
     demo.add_argument("--json", action="store_true", help="machine-readable output")
+    demo.add_argument("--serve", action="store_true", help="keep the collector running after the report")
+    demo.add_argument("--runs", type=int, default=300, help="tickets per release (stable and canary), default 300")
+    demo.add_argument("--data", default="agentwatch-data", help="embedded store directory (default ./agentwatch-data)")
     demo.set_defaults(handler=_demo)
+    _add_collector(commands)
+    add_read_commands(commands)
     return parser
 
 

@@ -10,8 +10,10 @@ whole text, overlapping findings merge into one marker, markers are never redact
 further pass catches what only shows once a neighbour is hidden. The in-process instrumentation
 and the collector (which scrubs spans from other SDKs) both use it, so the common path is kept
 cheap: most precompiled regexes are tried only where a literal anchor (``eyJ``, ``@``,
-``password``...) occurs, and text without findings comes back as the same object. This module
-is a leaf: it imports only the standard library.
+``password``...) occurs, and text without findings comes back as the same object. For callers
+that scrub a lot of short, mostly clean values (the collector), ``might_contain_secret`` is a
+cheaper screen derived from the same detectors: when it says no, ``redact_text`` would return the
+text unchanged. This module is a leaf: it imports only the standard library.
 """
 
 from __future__ import annotations
@@ -419,6 +421,79 @@ def _sort_key(value: object) -> tuple[str, str]:
     return type(value).__name__, repr(value)
 
 
+# --- screening ----------------------------------------------------------------------------------
+# Under re.IGNORECASE an ASCII letter in a pattern also matches these four characters (found by
+# trying every code point; a test keeps the table complete), and str.lower() turns no other
+# non-ASCII character into an ASCII letter. Folding them before lower() therefore makes a plain
+# substring test on the folded text see every place where a case-insensitive anchor can match.
+_CASE_FOLD: Final = str.maketrans({"\u0130": "i", "\u0131": "i", "\u017f": "s", "\u212a": "k"})
+_PEM_LITERAL: Final = "-----BEGIN"
+_URL_LITERALS: Final = ("://", "@")
+_CARD_MIN_LENGTH: Final = 13  # a brand digit and 12 more: the shortest text the card pattern matches
+
+
+@dataclass(frozen=True, slots=True)
+class _Screen:
+    """A necessary condition for some detectors to find anything in a text.
+
+    One of ``literals`` occurs in the text (in its case-folded form when ``ignore_case``); and,
+    if ``gates`` is not empty, so does one of the gates; and, if ``cased``, the text is not all
+    lower-case (each literal holds an upper-case letter).
+    """
+
+    literals: tuple[str, ...]
+    gates: tuple[str, ...] = ()
+    ignore_case: bool = False
+    cased: bool = False
+
+
+# Characters that are rare in ordinary attribute values: a literal holding one is only looked for
+# in a text that holds it too, which is one substring test for a whole group of literals.
+_GATE_CHARS: Final = "@-_:=/"
+
+
+def _screen_key(literal: str, requires: tuple[str, ...], ignore_case: bool) -> tuple[tuple[str, ...], bool, bool]:
+    if requires:
+        return requires, ignore_case, False
+    gate = next((char for char in literal if char in _GATE_CHARS), None)
+    if gate is not None:
+        return (gate,), ignore_case, False
+    return (), ignore_case, not ignore_case and literal != literal.lower()
+
+
+def _screens(detectors: Sequence[_Detector]) -> tuple[tuple[_Screen, ...], tuple[_Detector, ...], bool]:
+    """Screens for ``detectors``, the detectors that must run in full, and whether any is opaque.
+
+    An anchored detector only matches where an anchor occurs (both through the anchored path
+    and through the case-insensitive whole-text fallback, since every pattern starts with its
+    anchor's text) and only when one of its ``requires`` occurs; the PEM and URL patterns hold
+    fixed literals; the card pattern is cheap enough to run as it is (it needs 13 characters
+    at least). A custom pattern can match anything, so a redactor with one is opaque: every
+    text might hold a secret.
+    """
+    merged: dict[tuple[tuple[str, ...], bool, bool], list[str]] = {}
+    full: list[_Detector] = []
+    opaque = False
+    for detector in detectors:
+        if detector.anchors:
+            for anchor in detector.anchors:
+                key = _screen_key(anchor, detector.requires, detector.ignore_case)
+                merged.setdefault(key, []).append(anchor)
+        elif detector.pattern is _PRIVATE_KEY_RE:
+            merged.setdefault(_screen_key(_PEM_LITERAL, (), False), []).append(_PEM_LITERAL)
+        elif detector.pattern is _URL_CREDENTIALS_RE:
+            merged.setdefault(((_URL_LITERALS[1],), False, False), []).append(_URL_LITERALS[0])
+        elif detector.pattern is _CARD_RE:
+            full.append(detector)
+        else:
+            opaque = True
+    screens = tuple(
+        _Screen(tuple(dict.fromkeys(literals)), gates, ignore_case, cased)
+        for (gates, ignore_case, cased), literals in merged.items()
+    )
+    return screens, tuple(full), opaque
+
+
 class Redactor:
     """Finds and hides secrets and personal data in text and structured values.
 
@@ -481,6 +556,7 @@ class Redactor:
             groups = ("value",) if "value" in pattern.groupindex else ()
             detectors.append(_Detector("custom", _RANK_CUSTOM, pattern, groups=groups))
         self._detectors = tuple(detectors)
+        self._screens, self._screen_detectors, self._opaque = _screens(self._detectors)
 
     @property
     def max_length(self) -> int:
@@ -497,6 +573,52 @@ class Redactor:
         as the same object.
         """
         return self._redact(text, _normalize_secrets(secret_values))
+
+    def might_contain_secret(self, text: str) -> bool:
+        """False only when ``redact_text(text)`` (without ``secret_values``) returns ``text`` as is.
+
+        A cheap screen built from the same detectors: a few substring tests for their anchors and
+        literals (case-folded where the detector ignores case), gated like the detectors are, and
+        the card pattern; True means "run ``redact_text``", not "there is a secret". A redactor
+        with ``extra_patterns`` always answers True. The screen only looks for substrings and
+        for card numbers bounded by non-word characters, so it is monotone: if it is False for
+        ``"\\x00".join(parts)`` it is False for every part, which lets a caller screen many
+        values at once.
+        """
+        if self._opaque:
+            return True
+        if not text:
+            return False
+        folded: str | None = None
+        lower_only: bool | None = None
+        for screen in self._screens:
+            if screen.gates:
+                for gate in screen.gates:
+                    if gate in text:
+                        break
+                else:
+                    continue
+            if screen.cased:
+                if lower_only is None:
+                    lower_only = text.islower()
+                if lower_only:
+                    continue
+            haystack = text
+            if screen.ignore_case:
+                if folded is None:
+                    folded = text.lower() if text.isascii() else text.translate(_CASE_FOLD).lower()
+                haystack = folded
+            for literal in screen.literals:
+                if literal in haystack:
+                    return True
+        if len(text) < _CARD_MIN_LENGTH:
+            return False
+        for detector in self._screen_detectors:
+            validate = detector.validate
+            for match in detector.pattern.finditer(text):
+                if validate is None or validate(text, match):
+                    return True
+        return False
 
     def _redact(self, text: str, secrets: tuple[str, ...]) -> str:
         if not text:
@@ -603,6 +725,14 @@ class Redactor:
         return "".join(pieces)
 
     # --- structures --------------------------------------------------------------------------
+    def is_sensitive_key(self, key: str) -> bool:
+        """Whether the value under ``key`` is hidden whole (``db_password``, ``X-Api-Key``, ``Cookie``).
+
+        With case, ``-``, ``_``, ``.`` and spaces ignored, the key ends with one of the sensitive
+        key names; ``redact_value`` and ``to_attribute`` hide such values as ``[REDACTED:secret]``.
+        """
+        return self._is_sensitive_key(key)
+
     def _is_sensitive_key(self, key: str) -> bool:
         compact = key.lower().replace("-", "").replace("_", "").replace(".", "").replace(" ", "")
         return compact.endswith(self._key_suffixes)

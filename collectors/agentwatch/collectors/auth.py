@@ -1,0 +1,134 @@
+"""Bearer tokens → tenant and scopes, loaded from a tokens file.
+
+The tenant of every span comes from the token that sent it, never from the span (a client could
+claim any tenant). Tokens are kept only as SHA-256 digests and compared in constant time; the file
+may hold digests instead of plain tokens (``token_sha256``) so it need not contain secrets.
+
+Tokens file (YAML or JSON)::
+
+    tokens:
+      - token: "change-me"              # or token_sha256: "<hex digest>"
+        tenant: acme
+        scopes: [ingest, read]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+import yaml
+
+from agentwatch.collectors.settings import SettingsError
+
+
+class Scope(StrEnum):
+    INGEST = "ingest"
+    READ = "read"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who sent a request. ``tenant`` is None when auth is off (spans keep their own tenant)."""
+
+    tenant: str | None
+    scopes: frozenset[Scope]
+
+
+ANONYMOUS = Principal(tenant=None, scopes=frozenset(Scope))
+
+
+class AuthError(Exception):
+    """Raised with ``status`` 401 (no or unknown token) or 403 (token lacks the scope)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8")).digest()
+
+
+class Authenticator:
+    """Resolves ``Authorization: Bearer ...`` values; with no tokens configured everyone is ANONYMOUS."""
+
+    def __init__(self, entries: dict[bytes, Principal] | None = None) -> None:
+        self._entries = dict(entries or {})
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._entries)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> Authenticator:
+        file = Path(path)
+        try:
+            data = yaml.safe_load(file.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise SettingsError(f"cannot read tokens file {file}: {exc.strerror or exc}") from None
+        except yaml.YAMLError as exc:
+            raise SettingsError(f"tokens file {file} is not valid YAML/JSON: {exc}") from None
+        items = data.get("tokens") if isinstance(data, dict) else None
+        if not isinstance(items, list) or not items:
+            raise SettingsError(f"tokens file {file} must hold a non-empty 'tokens:' list")
+        entries: dict[bytes, Principal] = {}
+        for index, item in enumerate(items):
+            where = f"tokens file {file}, entry {index + 1}"
+            if not isinstance(item, dict):
+                raise SettingsError(f"{where}: must be a mapping with token, tenant and scopes")
+            digest = _entry_digest(item, where)
+            tenant = item.get("tenant")
+            if not isinstance(tenant, str) or not tenant.strip():
+                raise SettingsError(f"{where}: tenant must be a non-empty string")
+            scopes_raw = item.get("scopes", [Scope.INGEST.value])
+            if not isinstance(scopes_raw, list) or not scopes_raw:
+                raise SettingsError(f"{where}: scopes must be a list of ingest/read")
+            try:
+                scopes = frozenset(Scope(str(scope)) for scope in scopes_raw)
+            except ValueError:
+                raise SettingsError(f"{where}: unknown scope in {scopes_raw!r} (use ingest, read)") from None
+            if digest in entries:
+                raise SettingsError(f"{where}: duplicate token")
+            entries[digest] = Principal(tenant=tenant.strip(), scopes=scopes)
+        return cls(entries)
+
+    def authenticate(self, authorization: str | None, scope: Scope) -> Principal:
+        """Map the Authorization header (or gRPC metadata) to a principal allowed ``scope``."""
+        if not self._entries:
+            return ANONYMOUS
+        if not authorization:
+            raise AuthError(401, "missing bearer token")
+        kind, _, token = authorization.strip().partition(" ")
+        if kind.lower() != "bearer" or not token.strip():
+            raise AuthError(401, "expected 'Authorization: Bearer <token>'")
+        presented = _digest(token.strip())
+        found: Principal | None = None
+        for digest, principal in self._entries.items():
+            # compare against every entry so timing does not reveal how many prefixes matched
+            if hmac.compare_digest(digest, presented):
+                found = principal
+        if found is None:
+            raise AuthError(401, "unknown token")
+        if scope not in found.scopes:
+            raise AuthError(403, f"token lacks the {scope.value!r} scope")
+        return found
+
+
+def _entry_digest(item: dict[object, object], where: str) -> bytes:
+    token = item.get("token")
+    hashed = item.get("token_sha256")
+    if isinstance(token, str) and token.strip():
+        return _digest(token.strip())
+    if isinstance(hashed, str):
+        try:
+            raw = bytes.fromhex(hashed.strip())
+        except ValueError:
+            raw = b""
+        if len(raw) == 32:
+            return raw
+    raise SettingsError(f"{where}: needs token (a string) or token_sha256 (64 hex digits)")

@@ -1,0 +1,313 @@
+"""``agentwatch runs`` and ``agentwatch trace RUN_ID``: read runs and traces from a collector or a store.
+
+An embedded (chDB) store belongs to one process, so while a collector runs the CLI asks its read
+API (``--collector URL``, token from ``--token`` or ``AGENTWATCH_TOKEN``); with no collector it opens
+the store itself (``--clickhouse URL``). With neither flag it tries the local collector first, then
+the default embedded store. Output is a table (``--json`` for machines, the read API's JSON shape).
+Exit codes: 0 ok, 1 run not found, 2 usage or connection error (one line on stderr, no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Final, Protocol
+
+from agentwatch.collectors.queries import (
+    InvalidQuery,
+    RunFilter,
+    RunSummary,
+    TraceView,
+    get_trace,
+    list_runs,
+    parse_limit,
+    parse_since,
+    render_runs,
+    render_trace,
+)
+from agentwatch.collectors.settings import DEFAULT_CLICKHOUSE
+
+DEFAULT_COLLECTOR: Final = "http://127.0.0.1:4318"
+TOKEN_ENV: Final = "AGENTWATCH_TOKEN"
+_TIMEOUT_S: Final = 15.0
+EXIT_OK: Final = 0
+EXIT_NOT_FOUND: Final = 1
+EXIT_USAGE: Final = 2
+
+
+class ReadError(Exception):
+    """A failure reported as one line; ``code`` is the exit status."""
+
+    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class _Unreachable(ReadError):
+    """Nothing answers at the collector URL (so the default resolution may try the store instead)."""
+
+
+class Source(Protocol):
+    """Where runs and traces come from: a collector's read API or a store opened here."""
+
+    description: str
+
+    def runs(self, params: dict[str, str], flt: RunFilter) -> list[RunSummary]: ...
+
+    def trace(self, run_id: str, tenant: str | None) -> TraceView | None: ...
+
+    def close(self) -> None: ...
+
+
+class CollectorSource:
+    """The read API of a running collector, over urllib."""
+
+    def __init__(self, url: str, token: str | None) -> None:
+        parsed = urllib.parse.urlsplit(url)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ReadError(f"--collector must be an http(s)://HOST:PORT URL, got {url!r}")
+        self.base = url.rstrip("/")
+        self.token = token
+        self.description = f"collector {self.base}"
+
+    def _get(self, path: str, params: dict[str, str]) -> dict[str, Any] | None:
+        """GET a JSON document; None on 404; ReadError (or _Unreachable) otherwise."""
+        query = ("?" + urllib.parse.urlencode(params)) if params else ""
+        request = urllib.request.Request(self.base + path + query, headers={"Accept": "application/json"})
+        if self.token:
+            request.add_header("Authorization", f"Bearer {self.token}")
+        try:
+            with urllib.request.urlopen(request, timeout=_TIMEOUT_S) as response:
+                body = response.read()
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                return None
+            raise ReadError(f"{self.description} answered {exc.code}: {_error_message(exc)}") from None
+        except urllib.error.URLError as exc:
+            raise _Unreachable(f"cannot reach {self.description}: {exc.reason}") from None
+        except (TimeoutError, ConnectionError) as exc:
+            raise _Unreachable(f"cannot reach {self.description}: {exc}") from None
+        try:
+            document = json.loads(body)
+        except ValueError:
+            raise ReadError(f"{self.description} did not answer JSON (is it an agentwatch collector?)") from None
+        if not isinstance(document, dict):
+            raise ReadError(f"{self.description} answered an unexpected document")
+        return document
+
+    def runs(self, params: dict[str, str], flt: RunFilter) -> list[RunSummary]:
+        # the raw strings go to the server, which applies the same parsing ("15m" is relative to its clock)
+        document = self._get("/api/v1/runs", params)
+        if document is None:
+            raise ReadError(f"{self.description} has no read API (/api/v1/runs answered 404)")
+        return [RunSummary.from_dict(row) for row in document.get("runs", [])]
+
+    def trace(self, run_id: str, tenant: str | None) -> TraceView | None:
+        params = {"tenant": tenant} if tenant else {}
+        document = self._get(f"/api/v1/runs/{urllib.parse.quote(run_id, safe='')}/trace", params)
+        return TraceView.from_dict(document["trace"]) if document is not None else None
+
+    def close(self) -> None:
+        return None
+
+
+def _error_message(exc: urllib.error.HTTPError) -> str:
+    try:
+        document = json.loads(exc.read())
+    except (ValueError, OSError):
+        return str(exc.reason)
+    if isinstance(document, dict) and isinstance(document.get("error"), str):
+        return str(document["error"])
+    return str(exc.reason)
+
+
+class StoreSource:
+    """A ClickHouse store opened by this process (embedded chDB or a server)."""
+
+    def __init__(self, url: str) -> None:
+        from agentwatch.collectors.store import ClickHouseStore, StoreError, redacted_url
+
+        self.description = f"store {redacted_url(url)}"
+        self._store_error: type[Exception] = StoreError
+        try:
+            self._store = ClickHouseStore.open(url)
+        except (StoreError, ValueError, OSError) as exc:
+            raise ReadError(f"cannot open {self.description}: {exc}") from None
+
+    def _call(self, function: Callable[[], Any]) -> Any:
+        try:
+            return function()
+        except self._store_error as exc:
+            raise ReadError(f"{self.description}: {_first_line(exc)}") from None
+
+    def runs(self, params: dict[str, str], flt: RunFilter) -> list[RunSummary]:
+        result: list[RunSummary] = self._call(lambda: list_runs(self._store, flt))
+        return result
+
+    def trace(self, run_id: str, tenant: str | None) -> TraceView | None:
+        result: TraceView | None = self._call(lambda: get_trace(self._store, run_id, tenant=tenant))
+        return result
+
+    def close(self) -> None:
+        self._store.close()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _embedded_path(url: str) -> Path | None:
+    """The directory of a ``chdb://`` store (None for a server or an in-memory store)."""
+    from agentwatch.collectors.store import MEMORY_PATH, parse_url
+
+    try:
+        target = parse_url(url)
+    except ValueError:
+        return None
+    return Path(target.path) if target.path and target.path != MEMORY_PATH else None
+
+
+def open_source(args: argparse.Namespace) -> Source:
+    """The source the flags name, or the local collector, or the default embedded store if it exists."""
+    token = args.token or os.environ.get(TOKEN_ENV) or None
+    if args.collector:
+        return CollectorSource(args.collector, token)
+    if args.clickhouse:
+        return StoreSource(args.clickhouse)
+    collector = CollectorSource(DEFAULT_COLLECTOR, token)
+    try:
+        collector._get("/readyz", {})
+    except _Unreachable:
+        path = _embedded_path(DEFAULT_CLICKHOUSE)
+        if path is not None and not path.exists():
+            raise ReadError(
+                f"no collector at {DEFAULT_COLLECTOR} and no store at {path}: pass --collector URL or --clickhouse URL"
+            ) from None
+        return StoreSource(DEFAULT_CLICKHOUSE)
+    except ReadError:
+        pass  # something answers (maybe 503 while starting): let the real request report it
+    return collector
+
+
+# --- commands -----------------------------------------------------------------------------------
+
+
+def _fail(command: str, message: str, code: int) -> int:
+    print(f"agentwatch {command}: {message}", file=sys.stderr)
+    return code
+
+
+def _runs_params(args: argparse.Namespace) -> tuple[dict[str, str], RunFilter]:
+    """The filter (validated here, so a typo fails before any I/O) and its raw strings for the read API."""
+    raw = {
+        "agent": args.agent,
+        "track": args.track,
+        "stop_reason": args.stop_reason,
+        "tenant": args.tenant,
+        "since": args.since,
+        "until": args.until,
+        "limit": args.limit,
+    }
+    params = {name: str(value) for name, value in raw.items() if value is not None}
+    flt = RunFilter(
+        agent=args.agent,
+        track=args.track,
+        stop_reason=args.stop_reason,
+        tenant=args.tenant,
+        since=parse_since(args.since) if args.since is not None else None,
+        until=parse_since(args.until) if args.until is not None else None,
+        limit=parse_limit(args.limit) if args.limit is not None else 50,
+    )
+    return params, flt
+
+
+def _run_command(command: str, args: argparse.Namespace, body: Callable[[Source], int]) -> int:
+    """Open the source, run ``body``, and turn every expected failure into one line and an exit code."""
+    try:
+        source = open_source(args)
+    except ReadError as exc:
+        return _fail(command, str(exc), exc.code)
+    try:
+        return body(source)
+    except InvalidQuery as exc:
+        return _fail(command, str(exc), EXIT_USAGE)
+    except ReadError as exc:
+        return _fail(command, str(exc), exc.code)
+    finally:
+        source.close()
+
+
+def runs_command(args: argparse.Namespace) -> int:
+    """``agentwatch runs``: newest runs first, filtered."""
+    try:
+        params, flt = _runs_params(args)
+    except InvalidQuery as exc:
+        return _fail("runs", str(exc), EXIT_USAGE)
+
+    def body(source: Source) -> int:
+        rows = source.runs(params, flt)
+        if args.json:
+            print(json.dumps({"runs": [row.to_dict() for row in rows]}, indent=2))
+        else:
+            print(render_runs(rows))
+        return EXIT_OK
+
+    return _run_command("runs", args, body)
+
+
+def trace_command(args: argparse.Namespace) -> int:
+    """``agentwatch trace RUN_ID``: the run's spans as a tree."""
+
+    def body(source: Source) -> int:
+        view = source.trace(args.run_id, args.tenant)
+        if view is None:
+            return _fail("trace", f"no run {args.run_id!r} in {source.description}", EXIT_NOT_FOUND)
+        if args.json:
+            print(json.dumps({"trace": view.to_dict()}, indent=2))
+        else:
+            print(render_trace(view))
+        return EXIT_OK
+
+    return _run_command("trace", args, body)
+
+
+def _add_source_flags(parser: argparse.ArgumentParser) -> None:
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--collector", metavar="URL", help=f"a running collector's read API (e.g. {DEFAULT_COLLECTOR})")
+    where.add_argument("--clickhouse", metavar="URL", help=f"open the store directly (e.g. {DEFAULT_CLICKHOUSE})")
+    parser.add_argument("--token", help=f"bearer token for --collector (default: ${TOKEN_ENV})")
+    parser.add_argument("--tenant", help="only this tenant (a tenant-scoped token is always confined to its own)")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def add_read_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``runs`` and ``trace`` to the ``agentwatch`` command; each sets ``handler`` to a fn(args) -> int."""
+    source_note = (
+        "Reads from --collector URL or --clickhouse URL; with neither, the collector at "
+        f"{DEFAULT_COLLECTOR}, else the store {DEFAULT_CLICKHOUSE}."
+    )
+    runs = subparsers.add_parser("runs", help="list recent runs (newest first)", description=source_note)
+    runs.add_argument("--agent", help="only this agent")
+    runs.add_argument("--track", help="only this track (stable, canary, baseline)")
+    runs.add_argument("--stop-reason", dest="stop_reason", help="only runs that stopped for this reason")
+    runs.add_argument("--since", help="started at or after: 15m, 2h, 7d or ISO-8601")
+    runs.add_argument("--until", help="started at or before: 15m, 2h, 7d or ISO-8601")
+    runs.add_argument("--limit", help="at most this many runs (default 50)")
+    _add_source_flags(runs)
+    runs.set_defaults(handler=runs_command)
+
+    trace = subparsers.add_parser("trace", help="show one run's trace as a tree", description=source_note)
+    trace.add_argument("run_id", metavar="RUN_ID")
+    _add_source_flags(trace)
+    trace.set_defaults(handler=trace_command)
+
+
+__all__ = ["DEFAULT_COLLECTOR", "TOKEN_ENV", "add_read_commands", "open_source", "runs_command", "trace_command"]

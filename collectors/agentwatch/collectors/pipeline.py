@@ -1,0 +1,255 @@
+"""The ingest pipeline shared by the OTLP/HTTP and OTLP/gRPC receivers.
+
+auth → decompress (bounded) → parse → validate → tenant stamp → redact → encode → fsynced spool →
+acknowledge → derive metrics. ``200`` therefore means durable: the spans are in the spool, and the
+writer (``writer.py``) moves them to ClickHouse. Status codes follow the OTLP/HTTP spec: 400 for bad
+data (never retried), 401/403 auth, 413 too large (checked after decompression), 415 unknown content
+type or encoding, 429/503 with ``Retry-After`` for backpressure; rejected spans of an otherwise good
+request are reported in ``partial_success``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import zlib
+from dataclasses import dataclass, field
+
+from google.rpc.status_pb2 import Status
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTracePartialSuccess,
+    ExportTraceServiceResponse,
+)
+
+from agentwatch.collectors.auth import Authenticator, AuthError, Scope
+from agentwatch.collectors.metrics import CollectorMetrics
+from agentwatch.collectors.otlp import (
+    Limits,
+    OtlpDecodeError,
+    TooManySpans,
+    convert,
+    encode_rows,
+    parse_json,
+    parse_protobuf,
+)
+from agentwatch.collectors.settings import CollectorSettings
+from agentwatch.collectors.spool import Spool, SpoolError, SpoolFull
+from agentwatch.instrumentation.redaction import Redactor
+
+log = logging.getLogger("agentwatch.collector")
+
+PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
+_DECOMPRESS_CHUNK = 1 << 20
+
+
+class PayloadTooLarge(Exception):
+    """The body, before or after decompression, exceeds ``max_body_bytes``."""
+
+
+class BadEncoding(Exception):
+    """A Content-Encoding the receiver does not speak."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """What a receiver sends back; the gRPC receiver maps ``status`` onto a gRPC code."""
+
+    status: int
+    body: bytes
+    content_type: str
+    headers: dict[str, str] = field(default_factory=dict)
+    accepted: int = 0
+    rejected: int = 0
+    message: str = ""
+
+
+def media_type(content_type: str | None) -> str | None:
+    """``application/json; charset=utf-8`` → ``application/json``; None for types OTLP does not define."""
+    base = (content_type or "").split(";", 1)[0].strip().lower()
+    if base in {PROTOBUF, "application/protobuf"}:
+        return PROTOBUF
+    if base == JSON:
+        return JSON
+    return None
+
+
+def decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
+    """Inflate gzip/deflate without ever holding more than ``limit`` + one chunk (gzip bombs stop early)."""
+    name = (encoding or "identity").strip().lower()
+    if name in {"", "identity"}:
+        if len(body) > limit:
+            raise PayloadTooLarge(f"body of {len(body)} bytes exceeds the {limit}-byte limit")
+        return body
+    if name == "gzip":
+        wbits = 16 + zlib.MAX_WBITS
+    elif name == "deflate":
+        wbits = zlib.MAX_WBITS
+    else:
+        raise BadEncoding(f"unsupported Content-Encoding {encoding!r} (use gzip or identity)")
+    out = bytearray()
+    data = body
+    try:
+        while data:
+            inflater = zlib.decompressobj(wbits)
+            pending = data
+            while pending:
+                chunk = inflater.decompress(pending, _DECOMPRESS_CHUNK)
+                out += chunk
+                if len(out) > limit:
+                    raise PayloadTooLarge(f"body exceeds the {limit}-byte limit after decompression")
+                pending = inflater.unconsumed_tail
+                if not chunk and not pending:
+                    break
+            if not inflater.eof:
+                raise OtlpDecodeError("truncated compressed body")
+            data = inflater.unused_data  # gzip allows concatenated members
+    except zlib.error as exc:
+        raise OtlpDecodeError(f"body is not valid {name}: {exc}") from None
+    return bytes(out)
+
+
+def _status_body(code: int, message: str, kind: str) -> bytes:
+    if kind == JSON:
+        return json.dumps({"code": code, "message": message}).encode()
+    encoded: bytes = Status(code=code, message=message).SerializeToString()
+    return encoded
+
+
+class Pipeline:
+    """Turns one export request into a durable spool record and a spec-conformant reply."""
+
+    def __init__(
+        self,
+        *,
+        settings: CollectorSettings,
+        spool: Spool,
+        metrics: CollectorMetrics,
+        authenticator: Authenticator,
+        redactor: Redactor | None,
+    ) -> None:
+        self._settings = settings
+        self._spool = spool
+        self._metrics = metrics
+        self._auth = authenticator
+        self._redactor = redactor
+        self._limits = Limits(
+            max_spans_per_request=settings.max_spans_per_request,
+            max_attribute_length=settings.max_attribute_length,
+        )
+        self._inflight_bytes = 0
+        self._inflight_lock = threading.Lock()
+
+    def _error(self, status: int, message: str, kind: str, transport: str, *, retry: bool = False) -> Reply:
+        # google.rpc.Code values carried in the Status body, as the OTLP spec asks
+        grpc_code = {400: 3, 401: 16, 403: 7, 413: 3, 415: 3, 429: 8, 503: 14}.get(status, 13)
+        headers = {"Retry-After": str(self._settings.retry_after_seconds)} if retry else {}
+        self._metrics.record_request(transport, status)
+        return Reply(status, _status_body(grpc_code, message, kind), kind, headers, message=message)
+
+    def _reserve(self, size: int) -> bool:
+        with self._inflight_lock:
+            if self._inflight_bytes and self._inflight_bytes + size > self._settings.max_inflight_bytes:
+                return False
+            self._inflight_bytes += size
+            return True
+
+    def _release(self, size: int) -> None:
+        with self._inflight_lock:
+            self._inflight_bytes -= size
+
+    def export(
+        self,
+        *,
+        body: bytes,
+        content_type: str | None,
+        content_encoding: str | None,
+        authorization: str | None,
+        transport: str,
+    ) -> Reply:
+        kind = media_type(content_type)
+        reply_kind = kind or PROTOBUF
+        try:
+            principal = self._auth.authenticate(authorization, Scope.INGEST)
+        except AuthError as exc:
+            self._metrics.record_rejected("auth", 0)
+            return self._error(exc.status, exc.message, reply_kind, transport)
+        if kind is None:
+            return self._error(415, f"unsupported Content-Type {content_type!r}", reply_kind, transport)
+        reserved = len(body)
+        if not self._reserve(reserved):
+            return self._error(429, "too many bytes in flight, retry later", kind, transport, retry=True)
+        try:
+            try:
+                raw = decompress(body, content_encoding, self._settings.max_body_bytes)
+            except PayloadTooLarge as exc:
+                self._metrics.record_rejected("limit", 0)
+                return self._error(413, str(exc), kind, transport)
+            except BadEncoding as exc:
+                return self._error(415, str(exc), kind, transport)
+            except OtlpDecodeError as exc:
+                self._metrics.record_rejected("invalid", 0)
+                return self._error(400, str(exc), kind, transport)
+            if raw is not body:
+                if not self._reserve(len(raw)):
+                    return self._error(429, "too many bytes in flight, retry later", kind, transport, retry=True)
+                reserved += len(raw)
+            return self._ingest(raw, kind, principal.tenant, transport)
+        finally:
+            self._release(reserved)
+
+    def _ingest(self, raw: bytes, kind: str, tenant: str | None, transport: str) -> Reply:
+        try:
+            request = parse_protobuf(raw) if kind == PROTOBUF else parse_json(raw)
+            converted = convert(request, tenant=tenant, limits=self._limits, redactor=self._redactor)
+        except TooManySpans as exc:
+            self._metrics.record_rejected("limit", 0)
+            return self._error(413, str(exc), kind, transport)
+        except OtlpDecodeError as exc:
+            self._metrics.record_rejected("invalid", 0)
+            return self._error(400, str(exc), kind, transport)
+        total = converted.accepted + converted.rejected
+        self._metrics.record_received(transport, total)
+        if converted.rejected:
+            self._metrics.record_rejected("invalid", converted.rejected)
+        message = "; ".join(converted.rejection_reasons)
+        if converted.rows:
+            # the digest covers the tenant too: the same body from two tenants is two requests
+            digest = hashlib.sha256((tenant or "").encode() + b"\x00" + raw).digest()
+            if self._spool.seen(digest):
+                # a client retry of a request we already made durable: acknowledge, store nothing twice
+                log.debug("request already spooled (%d spans): acknowledged again", converted.accepted)
+            else:
+                try:
+                    self._spool.append(encode_rows(converted.rows), spans=converted.accepted, digest=digest)
+                except SpoolFull:
+                    self._metrics.record_rejected("spool_full", converted.accepted)
+                    return self._error(503, "spool is full, retry later", kind, transport, retry=True)
+                except SpoolError as exc:
+                    log.error("spool write failed: %s", exc)
+                    self._metrics.record_rejected("spool_error", converted.accepted)
+                    return self._error(503, "spool unavailable, retry later", kind, transport, retry=True)
+                self._metrics.observe_rows(converted.rows)
+        self._metrics.record_request(transport, 200, body_bytes=len(raw))
+        return Reply(
+            200,
+            _success_body(converted.rejected, message, kind),
+            kind,
+            accepted=converted.accepted,
+            rejected=converted.rejected,
+            message=message,
+        )
+
+
+def _success_body(rejected: int, message: str, kind: str) -> bytes:
+    if kind == JSON:
+        if not rejected:
+            return b"{}"
+        return json.dumps({"partialSuccess": {"rejectedSpans": str(rejected), "errorMessage": message}}).encode()
+    response = ExportTraceServiceResponse()
+    if rejected:
+        response.partial_success.CopyFrom(ExportTracePartialSuccess(rejected_spans=rejected, error_message=message))
+    encoded: bytes = response.SerializeToString()
+    return encoded

@@ -1,0 +1,171 @@
+"""The collector's read API (``/api/v1/...``): runs, one run, its trace tree and fleet statistics as JSON.
+
+Mounted on the OTLP/HTTP listener. Every request needs a token with the ``read`` scope when auth is
+on, and a token's tenant always confines the query: a tenant never sees another tenant's runs, not
+even by guessing a run id (that answers 404, exactly like an unknown run). Store calls block, so
+they run in the thread pool; a store that is not ready answers 503 with the reason.
+
+    GET /api/v1/runs?agent=&track=&stop_reason=&tenant=&since=&until=&limit=   → {"runs": [...]}
+    GET /api/v1/runs/{run_id}                                                  → {"run": {...}}
+    GET /api/v1/runs/{run_id}/trace                                            → {"trace": {...}}
+    GET /api/v1/stats?since=&until=&agent=&track=&tenant=                      → {"stats": {...}}
+
+Errors are ``{"error": message}`` with 400 (bad parameter), 401/403 (auth), 404 (unknown run) or 503.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Final
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from agentwatch.collectors.auth import Authenticator, AuthError, Principal, Scope
+from agentwatch.collectors.queries import (
+    InvalidQuery,
+    RunFilter,
+    StoreReader,
+    get_run,
+    get_trace,
+    list_runs,
+    parse_limit,
+    parse_since,
+    stats,
+)
+from agentwatch.collectors.store import StoreError, StoreUnavailable
+
+log = logging.getLogger("agentwatch.collector.readapi")
+
+API_PREFIX: Final = "/api/v1"
+_RUNS_PARAMETERS: Final = frozenset({"agent", "track", "stop_reason", "tenant", "since", "until", "limit"})
+_STATS_PARAMETERS: Final = frozenset({"agent", "track", "tenant", "since", "until"})
+_RETRY_AFTER_S: Final = "5"
+
+
+class _HttpError(Exception):
+    """Ends a request with ``status`` and ``{"error": message}``."""
+
+    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = dict(headers or {})
+
+
+def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> Response:
+    return JSONResponse({"error": message}, status_code=status, headers=dict(headers or {}))
+
+
+def _single_params(request: Request, allowed: frozenset[str]) -> dict[str, str]:
+    """Query parameters as one value each; unknown or repeated names are a 400 (typos must not widen a query)."""
+    values: dict[str, str] = {}
+    for name, value in request.query_params.multi_items():
+        if name not in allowed:
+            raise InvalidQuery(f"unknown parameter {name!r} (expected: {', '.join(sorted(allowed))})")
+        if name in values:
+            raise InvalidQuery(f"parameter {name!r} given more than once")
+        values[name] = value
+    return values
+
+
+def _tenant_for(principal: Principal, requested: str | None) -> str | None:
+    """The tenant a query is confined to: the token's tenant always wins; asking for another is a 403."""
+    if principal.tenant is None:
+        return requested
+    if requested is not None and requested != principal.tenant:
+        raise _HttpError(403, "this token may only read its own tenant")
+    return principal.tenant
+
+
+def _filter(params: Mapping[str, str], principal: Principal) -> RunFilter:
+    since = params.get("since")
+    until = params.get("until")
+    limit = params.get("limit")
+    return RunFilter(
+        agent=params.get("agent"),
+        track=params.get("track"),
+        stop_reason=params.get("stop_reason"),
+        tenant=_tenant_for(principal, params.get("tenant")),
+        since=parse_since(since) if since is not None else None,
+        until=parse_since(until) if until is not None else None,
+        limit=parse_limit(limit) if limit is not None else 50,
+    )
+
+
+Handler = Callable[[Request, Principal], Awaitable[Response]]
+
+
+def read_routes(
+    *,
+    store: StoreReader,
+    authenticator: Authenticator,
+    is_ready: Callable[[], tuple[bool, str]],
+) -> list[BaseRoute]:
+    """The ``/api/v1`` routes over ``store``; ``is_ready`` gates them (503 with its reason when not ready)."""
+
+    def guarded(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            try:
+                principal = authenticator.authenticate(request.headers.get("authorization"), Scope.READ)
+            except AuthError as exc:
+                headers = {"WWW-Authenticate": 'Bearer realm="agentwatch"'} if exc.status == 401 else None
+                return _error(exc.status, exc.message, headers)
+            ready, reason = is_ready()
+            if not ready:
+                return _error(503, f"store not ready: {reason}", {"Retry-After": _RETRY_AFTER_S})
+            try:
+                return await handler(request, principal)
+            except InvalidQuery as exc:
+                return _error(400, str(exc))
+            except _HttpError as exc:
+                return _error(exc.status, exc.message, exc.headers)
+            except StoreUnavailable as exc:
+                # an outage (network, server gone, schema being migrated): the reader should retry later
+                log.warning("read API: %s %s: %s", request.method, request.url.path, exc)
+                return _error(503, "store unavailable, retry later", {"Retry-After": _RETRY_AFTER_S})
+            except StoreError:
+                # the store refused our own SQL: a bug here, never the caller's fault
+                log.exception("read API: %s %s failed", request.method, request.url.path)
+                return _error(500, "internal error reading the store")
+
+        return endpoint
+
+    async def runs(request: Request, principal: Principal) -> Response:
+        flt = _filter(_single_params(request, _RUNS_PARAMETERS), principal)
+        rows = await run_in_threadpool(list_runs, store, flt)
+        return JSONResponse({"runs": [row.to_dict() for row in rows]})
+
+    async def run(request: Request, principal: Principal) -> Response:
+        params = _single_params(request, frozenset({"tenant"}))
+        tenant = _tenant_for(principal, params.get("tenant"))
+        found = await run_in_threadpool(get_run, store, request.path_params["run_id"], tenant=tenant)
+        if found is None:
+            raise _HttpError(404, "no such run")
+        return JSONResponse({"run": found.to_dict()})
+
+    async def trace(request: Request, principal: Principal) -> Response:
+        params = _single_params(request, frozenset({"tenant"}))
+        tenant = _tenant_for(principal, params.get("tenant"))
+        view = await run_in_threadpool(get_trace, store, request.path_params["run_id"], tenant=tenant)
+        if view is None:
+            raise _HttpError(404, "no such run")
+        return JSONResponse({"trace": view.to_dict()})
+
+    async def fleet_stats(request: Request, principal: Principal) -> Response:
+        flt = _filter(_single_params(request, _STATS_PARAMETERS), principal)
+        result = await run_in_threadpool(stats, store, flt)
+        return JSONResponse({"stats": result.to_dict()})
+
+    return [
+        Route(f"{API_PREFIX}/runs", guarded(runs), methods=["GET"]),
+        Route(f"{API_PREFIX}/runs/{{run_id}}", guarded(run), methods=["GET"]),
+        Route(f"{API_PREFIX}/runs/{{run_id}}/trace", guarded(trace), methods=["GET"]),
+        Route(f"{API_PREFIX}/stats", guarded(fleet_stats), methods=["GET"]),
+    ]
+
+
+__all__ = ["API_PREFIX", "read_routes"]

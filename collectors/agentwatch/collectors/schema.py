@@ -1,0 +1,618 @@
+"""The ClickHouse schema of the collector, as versioned migrations.
+
+``otel_traces`` has exactly the columns, types, codecs and indexes of the OpenTelemetry Collector
+ClickHouse exporter, so Grafana's ClickHouse trace view and ``otelcol-contrib`` both work against
+it; only the sort key differs (tenant first). Everything agent-specific is derived from it by
+materialized views that read nothing but ``otel_traces`` columns, so spans written by *any* OTLP
+writer fill ``agent_runs`` and ``agent_tool_calls`` the same way the collector's own inserts do.
+
+Every MergeTree table we own keeps a deduplication window, so an insert repeated with the same
+``insert_deduplication_token`` (a spool replay after a crash or an outage) lands once, in the
+source table and in every view target.
+
+With ``SchemaOptions(cluster=NAME)`` every statement runs ``ON CLUSTER NAME``: the data lives in
+``<name>_local`` tables on Replicated* engines, the public names are ``Distributed`` tables, and
+the views run on each shard, reading the local ``otel_traces_local`` and writing local targets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+from agentwatch.instrumentation import semconv
+
+logger = logging.getLogger(__name__)
+
+TRACES_TABLE: Final = "otel_traces"
+TRACE_ID_TS_TABLE: Final = "otel_traces_trace_id_ts"
+TRACE_ID_TS_VIEW: Final = "otel_traces_trace_id_ts_mv"
+RUNS_TABLE: Final = "agent_runs"
+RUNS_VIEW: Final = "agent_runs_mv"
+TOOL_CALLS_TABLE: Final = "agent_tool_calls"
+TOOL_CALLS_VIEW: Final = "agent_tool_calls_mv"
+MIGRATIONS_TABLE: Final = "agentwatch_schema_migrations"
+LOCAL_SUFFIX: Final = "_local"
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_CLUSTER_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+
+# --- otel_traces: the exporter's columns, verbatim -------------------------------------------
+
+_MAP = "Map(LowCardinality(String), String)"
+_EVENTS_FIELDS: Final = (("Timestamp", "DateTime64(9)"), ("Name", "LowCardinality(String)"), ("Attributes", _MAP))
+_LINKS_FIELDS: Final = (("TraceId", "String"), ("SpanId", "String"), ("TraceState", "String"), ("Attributes", _MAP))
+
+
+def _nested(fields: tuple[tuple[str, str], ...]) -> str:
+    return "Nested(" + ", ".join(f"{name} {type_}" for name, type_ in fields) + ")"
+
+
+OTEL_TRACES_COLUMNS: Final[tuple[tuple[str, str], ...]] = (
+    ("Timestamp", "DateTime64(9)"),
+    ("TraceId", "String"),
+    ("SpanId", "String"),
+    ("ParentSpanId", "String"),
+    ("TraceState", "String"),
+    ("SpanName", "LowCardinality(String)"),
+    ("SpanKind", "LowCardinality(String)"),
+    ("ServiceName", "LowCardinality(String)"),
+    ("ResourceAttributes", _MAP),
+    ("ScopeName", "String"),
+    ("ScopeVersion", "String"),
+    ("SpanAttributes", _MAP),
+    ("Duration", "UInt64"),
+    ("StatusCode", "LowCardinality(String)"),
+    ("StatusMessage", "String"),
+    ("Events", _nested(_EVENTS_FIELDS)),
+    ("Links", _nested(_LINKS_FIELDS)),
+)
+"""Top-level ``otel_traces`` columns (name, type) as the exporter declares them (Nested un-flattened)."""
+
+_NESTED_FIELDS: Final = {"Events": _EVENTS_FIELDS, "Links": _LINKS_FIELDS}
+
+JSON_ROW_KEYS: Final[tuple[str, ...]] = tuple(
+    key
+    for name, _ in OTEL_TRACES_COLUMNS
+    for key in ([f"{name}.{field}" for field, _ in _NESTED_FIELDS[name]] if name in _NESTED_FIELDS else [name])
+)
+"""Keys of one span row in the JSONEachRow interchange format: the columns, Nested ones flattened."""
+
+# The exporter puts a Delta codec in front of ZSTD only on the timestamp.
+_CODECS: Final = {"Timestamp": "CODEC(Delta, ZSTD(1))"}
+
+_OTEL_TRACES_INDEXES: Final = (
+    "INDEX idx_trace_id TraceId TYPE bloom_filter(0.001) GRANULARITY 1",
+    "INDEX idx_res_attr_key mapKeys(ResourceAttributes) TYPE bloom_filter(0.01) GRANULARITY 1",
+    "INDEX idx_res_attr_value mapValues(ResourceAttributes) TYPE bloom_filter(0.01) GRANULARITY 1",
+    "INDEX idx_span_attr_key mapKeys(SpanAttributes) TYPE bloom_filter(0.01) GRANULARITY 1",
+    "INDEX idx_span_attr_value mapValues(SpanAttributes) TYPE bloom_filter(0.01) GRANULARITY 1",
+    "INDEX idx_duration Duration TYPE minmax GRANULARITY 1",
+)
+
+
+def _column_ddl(name: str, type_: str) -> str:
+    if name in _NESTED_FIELDS:
+        # "Nested (...)" with a space is the exporter's spelling; both parse the same
+        return f"{name} Nested ({type_[len('Nested(') : -1]}) CODEC(ZSTD(1))"
+    return f"{name} {type_} {_CODECS.get(name, 'CODEC(ZSTD(1))')}"
+
+
+# --- options ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SchemaOptions:
+    """Where and how the schema is created.
+
+    ``traces_ttl_days`` applies to ``otel_traces`` and its trace-id lookup, ``runs_ttl_days`` to
+    ``agent_runs`` and ``agent_tool_calls`` (the audit trail outlives raw spans); 0 means no TTL.
+    ``dedup_window`` is how many recent insert blocks each table remembers for deduplication: it
+    must cover every batch a spool can hold, or a long replay could duplicate its oldest batches.
+    """
+
+    database: str = "default"
+    cluster: str | None = None
+    traces_ttl_days: int = 30
+    runs_ttl_days: int = 400
+    dedup_window: int = 10000
+    index_granularity: int = 8192
+
+    def __post_init__(self) -> None:
+        # names are interpolated into DDL: refuse anything that could escape its quoting
+        if not _IDENTIFIER.match(self.database):
+            raise ValueError(f"invalid database name {self.database!r}: letters, digits and _ only")
+        if self.cluster is not None and not _CLUSTER_NAME.match(self.cluster):
+            raise ValueError(f"invalid cluster name {self.cluster!r}")
+        for name in ("traces_ttl_days", "runs_ttl_days", "dedup_window"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0")
+        if self.index_granularity <= 0:
+            raise ValueError("index_granularity must be > 0")
+
+    @property
+    def replicated(self) -> bool:
+        """True for the cluster variant (Replicated* + Distributed)."""
+        return self.cluster is not None
+
+    def qualified(self, table: str) -> str:
+        """``database.table``, quoted, for a public (Distributed in cluster mode) table name."""
+        return f"{quote_identifier(self.database)}.{quote_identifier(table)}"
+
+    def storage_table(self, table: str) -> str:
+        """Name of the table that holds the data: ``<table>_local`` on a cluster, else ``table``."""
+        return table + LOCAL_SUFFIX if self.replicated else table
+
+
+def quote_identifier(name: str) -> str:
+    """Backquote an identifier (already validated or a constant of ours)."""
+    return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
+
+
+def quote_literal(text: str) -> str:
+    """Single-quote a string literal for ClickHouse SQL."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+# --- statement builders -----------------------------------------------------------------------
+
+
+def _on_cluster(options: SchemaOptions) -> str:
+    return f" ON CLUSTER {quote_identifier(options.cluster)}" if options.cluster is not None else ""
+
+
+def _engine(options: SchemaOptions, family: str, storage_name: str, *args: str) -> str:
+    """``family`` (e.g. ``MergeTree``) or its Replicated variant with a per-shard Keeper path."""
+    if not options.replicated:
+        return f"{family}({', '.join(args)})"
+    path = quote_literal(f"/clickhouse/tables/{{shard}}/{{database}}/{storage_name}")
+    return f"Replicated{family}({', '.join((path, quote_literal('{replica}'), *args))})"
+
+
+def _table_settings(options: SchemaOptions, *, ttl: bool) -> str:
+    settings = [f"index_granularity = {options.index_granularity}"]
+    if ttl:
+        # partitions are per day/week/month, so expiry drops whole parts instead of rewriting them
+        settings.append("ttl_only_drop_parts = 1")
+    # insert_deduplication_token only deduplicates when the table keeps a window of block ids;
+    # Replicated engines keep theirs in Keeper (default 1000), plain MergeTree keeps none by default
+    window = "replicated_deduplication_window" if options.replicated else "non_replicated_deduplication_window"
+    settings.append(f"{window} = {options.dedup_window}")
+    return "SETTINGS " + ", ".join(settings)
+
+
+@dataclass(frozen=True)
+class _Table:
+    """A MergeTree-family table, rendered single-node or as local + Distributed on a cluster."""
+
+    name: str
+    definitions: tuple[str, ...]
+    family: str
+    partition_by: str
+    order_by: str
+    ttl_column: str
+    ttl_days: Callable[[SchemaOptions], int]
+    shard_key: str
+    engine_args: tuple[str, ...] = ()
+
+    def statements(self, options: SchemaOptions) -> list[str]:
+        storage = options.storage_table(self.name)
+        days = self.ttl_days(options)
+        ttl = f"\nTTL toDateTime({self.ttl_column}) + toIntervalDay({days})" if days > 0 else ""
+        body = ",\n    ".join(self.definitions)
+        create = (
+            f"CREATE TABLE IF NOT EXISTS {options.qualified(storage)}{_on_cluster(options)}\n(\n    {body}\n)\n"
+            f"ENGINE = {_engine(options, self.family, storage, *self.engine_args)}\n"
+            f"PARTITION BY {self.partition_by}\nORDER BY {self.order_by}{ttl}\n"
+            f"{_table_settings(options, ttl=days > 0)}"
+        )
+        if not options.replicated:
+            return [create]
+        assert options.cluster is not None
+        distributed = (
+            f"CREATE TABLE IF NOT EXISTS {options.qualified(self.name)}{_on_cluster(options)}\n"
+            f"AS {options.qualified(storage)}\n"
+            f"ENGINE = Distributed({quote_literal(options.cluster)}, {quote_literal(options.database)}, "
+            f"{quote_literal(storage)}, {self.shard_key})"
+        )
+        return [create, distributed]
+
+
+def _view(options: SchemaOptions, name: str, target: str, select: str) -> str:
+    """A materialized view on the (local) ``otel_traces`` writing the (local) ``target``."""
+    source = options.qualified(options.storage_table(TRACES_TABLE))
+    return (
+        f"CREATE MATERIALIZED VIEW IF NOT EXISTS {options.qualified(name)}{_on_cluster(options)}\n"
+        f"TO {options.qualified(options.storage_table(target))}\n"
+        f"AS {select.format(source=source)}"
+    )
+
+
+def _attr(key: str) -> str:
+    """SQL for a span attribute (attributes are strings in the map; missing keys read as '')."""
+    return f"SpanAttributes[{quote_literal(key)}]"
+
+
+def _num(function: str, key: str) -> str:
+    # *OrZero: a malformed or missing number from a foreign writer must not fail the insert
+    return f"{function}OrZero({_attr(key)})"
+
+
+# A trace stays on one shard (sharding by TraceId), and the agent tables are filled by views on
+# that shard from the spans of that trace, so their rows live where their trace lives. Their
+# Distributed tables declare the same key, so the placement they describe is the true one (shard
+# pruning with optimize_skip_unused_shards stays correct, and a direct insert lands beside its
+# trace). RunId would spread one run's rows differently from its spans for no gain: every row of
+# a run already shares one TraceId.
+_SHARD_KEY: Final = "cityHash64(TraceId)"
+
+_OTEL_TRACES: Final = _Table(
+    name=TRACES_TABLE,
+    definitions=tuple(_column_ddl(name, type_) for name, type_ in OTEL_TRACES_COLUMNS) + _OTEL_TRACES_INDEXES,
+    family="MergeTree",
+    partition_by="toDate(Timestamp)",
+    # tenant first: every read path is scoped to one tenant
+    order_by=f"({_attr(semconv.TENANT_ID)}, ServiceName, SpanName, toDateTime(Timestamp))",
+    ttl_column="Timestamp",
+    ttl_days=lambda options: options.traces_ttl_days,
+    shard_key=_SHARD_KEY,
+)
+
+_TRACE_ID_TS: Final = _Table(
+    name=TRACE_ID_TS_TABLE,
+    definitions=(
+        "TraceId String CODEC(ZSTD(1))",
+        "Start SimpleAggregateFunction(min, DateTime) CODEC(ZSTD(1))",
+        "End SimpleAggregateFunction(max, DateTime) CODEC(ZSTD(1))",
+    ),
+    family="AggregatingMergeTree",
+    partition_by="toStartOfWeek(Start)",
+    order_by="TraceId",
+    ttl_column="Start",
+    ttl_days=lambda options: options.traces_ttl_days,
+    shard_key=_SHARD_KEY,
+)
+
+_TRACE_ID_TS_SELECT: Final = """SELECT TraceId, min(Timestamp) AS Start, max(Timestamp) AS End
+FROM {source}
+WHERE TraceId != ''
+GROUP BY TraceId"""
+
+_RUNS: Final = _Table(
+    name=RUNS_TABLE,
+    definitions=(
+        "TenantId LowCardinality(String)",
+        "AgentName LowCardinality(String)",
+        "AgentVersion LowCardinality(String)",
+        "Track LowCardinality(String)",
+        "Runtime LowCardinality(String)",
+        "RunId String",
+        "ParentRunId String",
+        "TraceId String",
+        "SpanId String",
+        "ConversationId String",
+        "ServiceName LowCardinality(String)",
+        "StartTime DateTime64(9) CODEC(Delta, ZSTD(1))",
+        "EndTime DateTime64(9) CODEC(Delta, ZSTD(1))",
+        "DurationSeconds Float64",
+        "StopReason LowCardinality(String)",
+        "BudgetExhausted LowCardinality(String)",
+        "Steps UInt32",
+        "ToolCalls UInt32",
+        "LlmCalls UInt32",
+        "InputTokens UInt64",
+        "OutputTokens UInt64",
+        "CostUsd Float64",
+        "UnpricedLlmCalls UInt32",
+        "StatusCode LowCardinality(String)",
+        "Input String CODEC(ZSTD(1))",
+        "Output String CODEC(ZSTD(1))",
+        "INDEX idx_run_id RunId TYPE bloom_filter(0.001) GRANULARITY 1",
+        "INDEX idx_trace_id TraceId TYPE bloom_filter(0.001) GRANULARITY 1",
+    ),
+    # One row per run even if an SDK re-exports a run span after a lost response (a new request,
+    # so a new dedup token): the copies share the whole sort key and collapse on merge (or FINAL).
+    family="ReplacingMergeTree",
+    partition_by="toYYYYMM(StartTime)",
+    order_by="(TenantId, AgentName, Track, toDateTime(StartTime), RunId)",
+    ttl_column="StartTime",
+    ttl_days=lambda options: options.runs_ttl_days,
+    shard_key=_SHARD_KEY,
+)
+
+_RUNS_SELECT: Final = f"""SELECT
+    {_attr(semconv.TENANT_ID)} AS TenantId,
+    {_attr(semconv.GEN_AI_AGENT_NAME)} AS AgentName,
+    {_attr(semconv.GEN_AI_AGENT_VERSION)} AS AgentVersion,
+    {_attr(semconv.TRACK)} AS Track,
+    {_attr(semconv.RUNTIME)} AS Runtime,
+    {_attr(semconv.RUN_ID)} AS RunId,
+    {_attr(semconv.RUN_PARENT_ID)} AS ParentRunId,
+    TraceId,
+    SpanId,
+    {_attr(semconv.GEN_AI_CONVERSATION_ID)} AS ConversationId,
+    ServiceName,
+    Timestamp AS StartTime,
+    addNanoseconds(Timestamp, Duration) AS EndTime,
+    Duration / 1e9 AS DurationSeconds,
+    {_attr(semconv.STOP_REASON)} AS StopReason,
+    {_attr(semconv.BUDGET_EXHAUSTED)} AS BudgetExhausted,
+    {_num("toUInt32", semconv.RUN_STEPS)} AS Steps,
+    {_num("toUInt32", semconv.RUN_TOOL_CALLS)} AS ToolCalls,
+    {_num("toUInt32", semconv.RUN_LLM_CALLS)} AS LlmCalls,
+    {_num("toUInt64", semconv.GEN_AI_USAGE_INPUT_TOKENS)} AS InputTokens,
+    {_num("toUInt64", semconv.GEN_AI_USAGE_OUTPUT_TOKENS)} AS OutputTokens,
+    {_num("toFloat64", semconv.RUN_COST_USD)} AS CostUsd,
+    {_num("toUInt32", semconv.RUN_UNPRICED_LLM_CALLS)} AS UnpricedLlmCalls,
+    StatusCode,
+    {_attr(semconv.RUN_INPUT)} AS Input,
+    {_attr(semconv.RUN_OUTPUT)} AS Output
+FROM {{source}}
+WHERE {_attr(semconv.GEN_AI_OPERATION_NAME)} = {quote_literal(semconv.OP_INVOKE_AGENT)}
+    AND {_attr(semconv.RUN_ID)} != ''
+    AND {_attr(semconv.STOP_REASON)} != ''"""
+
+_TOOL_CALLS: Final = _Table(
+    name=TOOL_CALLS_TABLE,
+    definitions=(
+        "TenantId LowCardinality(String)",
+        "AgentName LowCardinality(String)",
+        "Track LowCardinality(String)",
+        "RunId String",
+        "StepIndex UInt32",
+        "TraceId String",
+        "SpanId String",
+        "ParentSpanId String",
+        "Timestamp DateTime64(9) CODEC(Delta, ZSTD(1))",
+        "DurationSeconds Float64",
+        "ToolName LowCardinality(String)",
+        "ToolCallId String",
+        "ToolType LowCardinality(String)",
+        "Disposition LowCardinality(String)",
+        "Outcome LowCardinality(String)",
+        "Risk LowCardinality(String)",
+        "PolicyRule LowCardinality(String)",
+        "IdempotencyKey String",
+        "StatusCode LowCardinality(String)",
+        "Arguments String CODEC(ZSTD(1))",
+        "Result String CODEC(ZSTD(1))",
+        "INDEX idx_run_id RunId TYPE bloom_filter(0.001) GRANULARITY 1",
+    ),
+    family="MergeTree",
+    partition_by="toYYYYMM(Timestamp)",
+    order_by="(TenantId, AgentName, ToolName, toDateTime(Timestamp), RunId)",
+    ttl_column="Timestamp",
+    ttl_days=lambda options: options.runs_ttl_days,
+    shard_key=_SHARD_KEY,
+)
+
+_TOOL_CALLS_SELECT: Final = f"""SELECT
+    {_attr(semconv.TENANT_ID)} AS TenantId,
+    {_attr(semconv.GEN_AI_AGENT_NAME)} AS AgentName,
+    {_attr(semconv.TRACK)} AS Track,
+    {_attr(semconv.RUN_ID)} AS RunId,
+    {_num("toUInt32", semconv.STEP_INDEX)} AS StepIndex,
+    TraceId,
+    SpanId,
+    ParentSpanId,
+    Timestamp,
+    Duration / 1e9 AS DurationSeconds,
+    {_attr(semconv.GEN_AI_TOOL_NAME)} AS ToolName,
+    {_attr(semconv.GEN_AI_TOOL_CALL_ID)} AS ToolCallId,
+    {_attr(semconv.GEN_AI_TOOL_TYPE)} AS ToolType,
+    {_attr(semconv.TOOL_DISPOSITION)} AS Disposition,
+    {_attr(semconv.TOOL_OUTCOME)} AS Outcome,
+    {_attr(semconv.TOOL_RISK)} AS Risk,
+    {_attr(semconv.POLICY_RULE)} AS PolicyRule,
+    {_attr(semconv.TOOL_IDEMPOTENCY_KEY)} AS IdempotencyKey,
+    StatusCode,
+    {_attr(semconv.GEN_AI_TOOL_CALL_ARGUMENTS)} AS Arguments,
+    {_attr(semconv.GEN_AI_TOOL_CALL_RESULT)} AS Result
+FROM {{source}}
+WHERE {_attr(semconv.GEN_AI_OPERATION_NAME)} = {quote_literal(semconv.OP_EXECUTE_TOOL)}"""
+
+
+def _v1_traces(options: SchemaOptions) -> list[str]:
+    return [
+        *_OTEL_TRACES.statements(options),
+        *_TRACE_ID_TS.statements(options),
+        _view(options, TRACE_ID_TS_VIEW, TRACE_ID_TS_TABLE, _TRACE_ID_TS_SELECT),
+    ]
+
+
+def _v2_runs(options: SchemaOptions) -> list[str]:
+    return [*_RUNS.statements(options), _view(options, RUNS_VIEW, RUNS_TABLE, _RUNS_SELECT)]
+
+
+def _v3_tool_calls(options: SchemaOptions) -> list[str]:
+    return [*_TOOL_CALLS.statements(options), _view(options, TOOL_CALLS_VIEW, TOOL_CALLS_TABLE, _TOOL_CALLS_SELECT)]
+
+
+# --- migrations -------------------------------------------------------------------------------
+
+# Checksums are taken over a fixed rendering, so changing TTLs or the database name is not
+# mistaken for an edited migration, while editing an applied migration's DDL is noticed.
+_CHECKSUM_OPTIONS: Final = (SchemaOptions(database="db"), SchemaOptions(database="db", cluster="cluster"))
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One schema version: DDL statements, each safe to re-run (``IF NOT EXISTS``)."""
+
+    version: int
+    description: str
+    statements: Callable[[SchemaOptions], list[str]]
+
+    @property
+    def checksum(self) -> str:
+        """SHA-256 of the migration's DDL, rendered single-node and clustered with fixed options."""
+        text = "\n;\n".join(stmt for options in _CHECKSUM_OPTIONS for stmt in self.statements(options))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+MIGRATIONS: Final[tuple[Migration, ...]] = (
+    Migration(1, "otel_traces, the trace-id time lookup and its view", _v1_traces),
+    Migration(2, "agent_runs and its view", _v2_runs),
+    Migration(3, "agent_tool_calls and its view", _v3_tool_calls),
+)
+"""Every schema version in order. Append new versions; never edit an applied one."""
+
+LATEST_VERSION: Final = MIGRATIONS[-1].version
+
+
+def _database_ddl(options: SchemaOptions) -> str:
+    return f"CREATE DATABASE IF NOT EXISTS {quote_identifier(options.database)}{_on_cluster(options)}"
+
+
+def _migrations_table_ddl(options: SchemaOptions) -> str:
+    if options.replicated:
+        # one bookkeeping table for the whole cluster: a shard-less Keeper path, and a replica
+        # name made unique across shards, so any node answers "which versions are applied"
+        engine = (
+            "ReplicatedReplacingMergeTree("
+            f"{quote_literal(f'/clickhouse/tables/{{database}}/{MIGRATIONS_TABLE}')}, "
+            f"{quote_literal('{shard}-{replica}')}, applied_at)"
+        )
+    else:
+        engine = "ReplacingMergeTree(applied_at)"
+    return (
+        f"CREATE TABLE IF NOT EXISTS {options.qualified(MIGRATIONS_TABLE)}{_on_cluster(options)}\n(\n"
+        "    version UInt32,\n    description String,\n    checksum String,\n"
+        "    applied_at DateTime64(3, 'UTC') DEFAULT now64(3)\n)\n"
+        f"ENGINE = {engine}\nORDER BY version"
+    )
+
+
+def render(options: SchemaOptions | None = None) -> list[str]:
+    """All DDL of the latest schema, in order (``agentwatch schema --print``)."""
+    options = options or SchemaOptions()
+    statements = [_database_ddl(options), _migrations_table_ddl(options)]
+    for migration in MIGRATIONS:
+        statements.extend(migration.statements(options))
+    return statements
+
+
+# --- applying ---------------------------------------------------------------------------------
+
+
+class CommandClient(Protocol):
+    """The part of a clickhouse-connect client that migrations use."""
+
+    def command(
+        self,
+        cmd: str,
+        parameters: dict[str, object] | None = ...,
+        data: str | bytes | None = ...,
+        settings: dict[str, object] | None = ...,
+        use_database: bool = ...,
+    ) -> object: ...
+
+
+def _scalar(client: CommandClient, sql: str, parameters: dict[str, object]) -> str:
+    # use_database=False: the connection's default database may be the one we are about to create
+    return str(client.command(sql, parameters=parameters, use_database=False))
+
+
+def _table_exists(client: CommandClient, database: str, table: str) -> bool:
+    sql = "SELECT count() FROM system.tables WHERE database = {db:String} AND name = {table:String}"
+    return _scalar(client, sql, {"db": database, "table": table}) != "0"
+
+
+def _applied(client: CommandClient, options: SchemaOptions) -> dict[int, str]:
+    """Applied versions and their recorded checksums ({} before the first migration)."""
+    if not _table_exists(client, options.database, MIGRATIONS_TABLE):
+        return {}
+    # command() returns one value, so the rows come back as one "version:checksum,..." string
+    sql = (
+        "SELECT arrayStringConcat(groupArray(concat(toString(version), ':', checksum)), ',') FROM ("
+        f"SELECT version, argMax(checksum, applied_at) AS checksum FROM {options.qualified(MIGRATIONS_TABLE)} "
+        "GROUP BY version)"
+    )
+    text = _scalar(client, sql, {})
+    applied: dict[int, str] = {}
+    for item in filter(None, text.split(",")):
+        version, _, checksum = item.partition(":")
+        applied[int(version)] = checksum
+    return applied
+
+
+def applied_versions(client: CommandClient, options: SchemaOptions) -> list[int]:
+    """Versions recorded as applied, ascending."""
+    return sorted(_applied(client, options))
+
+
+def pending(client: CommandClient, options: SchemaOptions) -> list[Migration]:
+    """Migrations not applied yet, in order."""
+    done = _applied(client, options)
+    return [migration for migration in MIGRATIONS if migration.version not in done]
+
+
+def apply(client: CommandClient, options: SchemaOptions) -> list[int]:
+    """Create the database if needed and apply the pending migrations; returns their versions.
+
+    Idempotent: applied versions are skipped, and every statement is ``IF NOT EXISTS``, so a
+    migration interrupted half-way is simply re-run. Concurrent appliers are harmless too.
+    """
+    exists = _scalar(client, "SELECT count() FROM system.databases WHERE name = {db:String}", {"db": options.database})
+    if exists == "0":
+        # only when missing: an existing database needs no CREATE grant
+        client.command(_database_ddl(options), use_database=False)
+    client.command(_migrations_table_ddl(options), use_database=False)
+    done = _applied(client, options)
+    applied: list[int] = []
+    for migration in MIGRATIONS:
+        recorded = done.get(migration.version)
+        if recorded is not None:
+            if recorded != migration.checksum:
+                logger.warning(
+                    "schema migration %d (%s) was applied with different DDL (checksum %s, now %s)",
+                    migration.version,
+                    migration.description,
+                    recorded[:12],
+                    migration.checksum[:12],
+                )
+            continue
+        for statement in migration.statements(options):
+            client.command(statement, use_database=False)
+        _record(client, options, migration)
+        applied.append(migration.version)
+        logger.info("applied schema migration %d: %s", migration.version, migration.description)
+    return applied
+
+
+def _record(client: CommandClient, options: SchemaOptions, migration: Migration) -> None:
+    client.command(
+        f"INSERT INTO {options.qualified(MIGRATIONS_TABLE)} (version, description, checksum) "
+        "SELECT {version:UInt32}, {description:String}, {checksum:String}",
+        parameters={"version": migration.version, "description": migration.description, "checksum": migration.checksum},
+        use_database=False,
+    )
+
+
+__all__ = [
+    "JSON_ROW_KEYS",
+    "LATEST_VERSION",
+    "MIGRATIONS",
+    "MIGRATIONS_TABLE",
+    "OTEL_TRACES_COLUMNS",
+    "RUNS_TABLE",
+    "RUNS_VIEW",
+    "TOOL_CALLS_TABLE",
+    "TOOL_CALLS_VIEW",
+    "TRACES_TABLE",
+    "TRACE_ID_TS_TABLE",
+    "TRACE_ID_TS_VIEW",
+    "CommandClient",
+    "Migration",
+    "SchemaOptions",
+    "applied_versions",
+    "apply",
+    "pending",
+    "quote_identifier",
+    "quote_literal",
+    "render",
+]

@@ -1,0 +1,202 @@
+"""Collector settings: one dataclass filled from defaults, a YAML file, ``AGENTWATCH_*`` env and flags.
+
+Precedence is flags > environment > file > defaults, as in most OTel Collector distributions. Every
+setting has the same name in all three places: ``max_body_bytes`` in YAML,
+``AGENTWATCH_MAX_BODY_BYTES`` in the environment, ``--max-body-bytes`` on the command line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ENV_PREFIX = "AGENTWATCH_"
+DEFAULT_CLICKHOUSE = "chdb://./agentwatch-data"
+
+
+class SettingsError(ValueError):
+    """A setting is missing, malformed or unsafe; the message names the setting and the fix."""
+
+
+@dataclass(frozen=True, slots=True)
+class CollectorSettings:
+    """Everything ``agentwatch collector`` can be told. Addresses are ``HOST:PORT``; an empty one is off."""
+
+    clickhouse: str = DEFAULT_CLICKHOUSE
+    database: str = "default"
+    cluster: str = ""
+    otlp_http: str = "127.0.0.1:4318"
+    otlp_grpc: str = "127.0.0.1:4317"
+    metrics: str = "127.0.0.1:9464"
+    spool: str = "./agentwatch-spool"
+    spool_max_bytes: int = 1 << 30
+    tokens: str = ""
+    insecure_allow_remote: bool = False
+    max_body_bytes: int = 64 << 20
+    max_spans_per_request: int = 50_000
+    max_attribute_length: int = 16_384
+    max_inflight_bytes: int = 256 << 20
+    batch_max_spans: int = 50_000
+    batch_max_bytes: int = 32 << 20
+    batch_timeout_seconds: float = 0.5
+    retry_after_seconds: int = 5
+    traces_ttl_days: int = 30
+    runs_ttl_days: int = 400
+    max_tools_per_agent: int = 50
+    max_models_per_agent: int = 20
+    redact: bool = True
+
+    def validate(self) -> CollectorSettings:
+        """Check ranges and addresses; returns self so construction reads as one expression."""
+        for name in ("otlp_http", "otlp_grpc", "metrics"):
+            value = getattr(self, name)
+            if value:
+                parse_address(value, setting=name)
+        if not self.otlp_http:
+            raise SettingsError("otlp_http cannot be empty: it also serves /healthz, /readyz and the read API")
+        positive = (
+            "spool_max_bytes",
+            "max_body_bytes",
+            "max_spans_per_request",
+            "max_attribute_length",
+            "max_inflight_bytes",
+            "batch_max_spans",
+            "batch_max_bytes",
+            "retry_after_seconds",
+            "max_tools_per_agent",
+            "max_models_per_agent",
+        )
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{name} must be positive, got {getattr(self, name)!r}")
+        if self.batch_timeout_seconds <= 0:
+            raise SettingsError("batch_timeout_seconds must be positive")
+        if self.traces_ttl_days < 0 or self.runs_ttl_days < 0:
+            raise SettingsError("TTLs are days >= 0 (0 keeps data forever)")
+        if not (self.clickhouse.startswith(("chdb://", "http://", "https://"))):
+            raise SettingsError(f"clickhouse must be chdb://PATH or http(s)://host:port/db, got {self.clickhouse!r}")
+        return self
+
+    def check_exposure(self) -> None:
+        """Refuse to listen beyond loopback without auth unless explicitly allowed (the safe default)."""
+        if self.tokens or self.insecure_allow_remote:
+            return
+        for name in ("otlp_http", "otlp_grpc"):
+            value = getattr(self, name)
+            if value and not is_loopback(parse_address(value, setting=name)[0]):
+                raise SettingsError(
+                    f"{name}={value} listens beyond loopback without authentication: give --tokens FILE "
+                    "(token -> tenant and scopes) or pass --insecure-allow-remote to accept unauthenticated traffic"
+                )
+
+
+SETTING_TYPES: dict[str, type] = {
+    field.name: type(field.default) for field in fields(CollectorSettings) if field.default is not dataclasses.MISSING
+}
+
+
+def parse_address(value: str, *, setting: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[V6]:PORT`` → (host, port); port 0 asks the OS for a free one."""
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not port_text.isdigit():
+        raise SettingsError(f"{setting} must be HOST:PORT, got {value!r}")
+    port = int(port_text)
+    if port > 65535:
+        raise SettingsError(f"{setting}: port {port} is out of range")
+    host = host.strip("[]") or "0.0.0.0"
+    return host, port
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _coerce(name: str, value: Any, *, source: str) -> Any:
+    expected = SETTING_TYPES[name]
+    try:
+        if expected is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in {"1", "true", "yes", "on"}:
+                return True
+            if text in {"0", "false", "no", "off", ""}:
+                return False
+            raise ValueError(value)
+        if expected is int:
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return int(value)
+        if expected is float:
+            return float(value)
+        if value is None:
+            return ""
+        if not isinstance(value, str | int | float):
+            raise ValueError(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise SettingsError(f"{source}: {name} must be a {expected.__name__}, got {value!r}") from None
+
+
+def load_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML settings file; a top-level ``collector:`` section is accepted too."""
+    file = Path(path)
+    try:
+        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SettingsError(f"cannot read config file {file}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise SettingsError(f"config file {file} is not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if isinstance(data, Mapping) and isinstance(data.get("collector"), Mapping):
+        data = data["collector"]
+    if not isinstance(data, Mapping):
+        raise SettingsError(f"config file {file} must hold a mapping of settings")
+    result: dict[str, Any] = {}
+    for key, value in data.items():
+        name = str(key).replace("-", "_")
+        if name not in SETTING_TYPES:
+            raise SettingsError(
+                f"config file {file}: unknown setting {key!r} (known: {', '.join(sorted(SETTING_TYPES))})"
+            )
+        result[name] = _coerce(name, value, source=str(file))
+    return result
+
+
+def from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for name in SETTING_TYPES:
+        key = ENV_PREFIX + name.upper()
+        if key in environ:
+            result[name] = _coerce(name, environ[key], source=f"environment {key}")
+    return result
+
+
+def resolve(
+    *,
+    config_file: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> CollectorSettings:
+    """Merge file < environment < overrides (flags) over the defaults and validate the result."""
+    merged: dict[str, Any] = {}
+    if config_file:
+        merged.update(load_file(config_file))
+    merged.update(from_environment(os.environ if environ is None else environ))
+    for name, value in (overrides or {}).items():
+        if value is not None:
+            merged[name] = _coerce(name, value, source=f"--{name.replace('_', '-')}")
+    return CollectorSettings(**merged).validate()
