@@ -124,6 +124,71 @@ def test_otel_traces_indexes_sort_key_ttl_and_settings(clickhouse_store: ClickHo
     assert "index_granularity = 8192" in engine_full
 
 
+_LC = "LowCardinality(String)"
+AGENT_RUNS_COLUMNS = [
+    *[(name, _LC) for name in ("TenantId", "AgentName", "AgentVersion", "Track", "Runtime")],
+    *[(name, "String") for name in ("RunId", "ParentRunId", "TraceId", "SpanId", "ConversationId")],
+    ("ServiceName", _LC),
+    ("StartTime", "DateTime64(9)"),
+    ("EndTime", "DateTime64(9)"),
+    ("DurationSeconds", "Float64"),
+    ("StopReason", _LC),
+    ("BudgetExhausted", _LC),
+    *[(name, "UInt32") for name in ("Steps", "ToolCalls", "LlmCalls")],
+    ("InputTokens", "UInt64"),
+    ("OutputTokens", "UInt64"),
+    ("CostUsd", "Float64"),
+    ("UnpricedLlmCalls", "UInt32"),
+    ("StatusCode", _LC),
+    ("Input", "String"),
+    ("Output", "String"),
+]
+AGENT_TOOL_CALLS_COLUMNS = [
+    *[(name, _LC) for name in ("TenantId", "AgentName", "Track")],
+    ("RunId", "String"),
+    ("StepIndex", "UInt32"),
+    *[(name, "String") for name in ("TraceId", "SpanId", "ParentSpanId")],
+    ("Timestamp", "DateTime64(9)"),
+    ("DurationSeconds", "Float64"),
+    ("ToolName", _LC),
+    ("ToolCallId", "String"),
+    *[(name, _LC) for name in ("ToolType", "Disposition", "Outcome", "Risk", "PolicyRule")],
+    ("IdempotencyKey", "String"),
+    ("StatusCode", _LC),
+    ("Arguments", "String"),
+    ("Result", "String"),
+]
+
+
+AGENT_TABLES = {
+    "agent_runs": (
+        AGENT_RUNS_COLUMNS,
+        "TenantId, AgentName, Track, toDateTime(StartTime), RunId",
+        "toYYYYMM(StartTime)",
+        "ReplacingMergeTree",
+    ),
+    "agent_tool_calls": (
+        AGENT_TOOL_CALLS_COLUMNS,
+        "TenantId, AgentName, ToolName, toDateTime(Timestamp), RunId",
+        "toYYYYMM(Timestamp)",
+        "MergeTree",
+    ),
+}
+
+
+@pytest.mark.parametrize("table", sorted(AGENT_TABLES))
+def test_agent_tables_match_the_contract(clickhouse_store: ClickHouseStore, table: str) -> None:
+    columns, sorting_key, partition_key, engine = AGENT_TABLES[table]
+    rows = clickhouse_store.query(
+        "SELECT name, type FROM system.columns WHERE database = currentDatabase() AND table = {t:String} "
+        "ORDER BY position",
+        {"t": table},
+    )
+    assert [(r["name"], r["type"]) for r in rows] == columns
+    info = _table(clickhouse_store, table)
+    assert (info["sorting_key"], info["partition_key"], info["engine"]) == (sorting_key, partition_key, engine)
+
+
 def test_every_own_table_keeps_a_dedup_window(clickhouse_store: ClickHouseStore) -> None:
     for name in OWN_MERGE_TREES:
         assert "non_replicated_deduplication_window = 10000" in str(_table(clickhouse_store, name)["engine_full"]), name

@@ -319,3 +319,48 @@ def test_silent_server_times_out_within_the_connect_timeout(silent_port: int) ->
     assert time.monotonic() - started < 3.5
     _assert_unavailable_without_secret(insert.value)
     store.close()
+
+
+# --- a ClickHouse HTTP endpoint (the chDB-backed shim: real engine, real HTTP client) ---------
+
+
+def test_http_store_end_to_end_and_through_an_outage(tmp_path: Path, closed_port: int) -> None:
+    import chshim
+
+    port = closed_port
+    data = tmp_path / "server"
+    server = chshim.start_in_subprocess(port, data, user="alice", password=PASSWORD)
+    try:
+        store = ClickHouseStore.open(f"http://alice:{PASSWORD_IN_URL}@127.0.0.1:{port}/agentwatch", connect_timeout=2)
+        assert store.ping()
+        assert store.ensure_schema() == [1, 2, 3]  # creates the database named in the URL
+        payload = json_rows([span_row(attributes=run_attributes("run-http"))])
+        store.insert_json_rows("otel_traces", payload, dedup_token="http-1")
+        store.insert_json_rows("otel_traces", payload, dedup_token="http-1")
+        assert counts(store)["agent_runs"] == 1
+        assert store.query("SELECT {x:String} AS x, currentDatabase() AS db", {"x": "a'b"}) == [
+            {"x": "a'b", "db": "agentwatch"}
+        ]
+        with pytest.raises(StoreRejected):
+            store.insert_json_rows("otel_traces", b'{"Duration": "x"}', dedup_token=new_token())
+
+        chshim.kill(server)  # outage: the same store reports it, then recovers by itself
+        assert not store.ping()
+        with pytest.raises(StoreUnavailable) as down:
+            store.insert_json_rows("otel_traces", payload, dedup_token="http-2")
+        _assert_unavailable_without_secret(down.value)
+        server = chshim.start_in_subprocess(port, data, user="alice", password=PASSWORD)
+        store.insert_json_rows("otel_traces", payload, dedup_token="http-2")
+        store.insert_json_rows("otel_traces", payload, dedup_token="http-1")  # a replay from before
+        assert counts(store)["agent_runs"] == 2
+        store.close()
+
+        wrong = ClickHouseStore.open(f"http://alice:wrong-{PASSWORD_IN_URL}@127.0.0.1:{port}/agentwatch")
+        assert not wrong.ping()  # the connection handshake runs queries, and they are refused
+        with pytest.raises(StoreUnavailable) as denied:  # bad credentials never make data "bad"
+            wrong.query("SELECT 1")
+        assert denied.value.code == 516
+        _assert_unavailable_without_secret(denied.value)
+        wrong.close()
+    finally:
+        chshim.stop(server)

@@ -59,9 +59,9 @@ def start_metrics_server(metrics: CollectorMetrics, host: str, port: int) -> Thr
     return server
 
 
-def schema_options(settings: CollectorSettings) -> SchemaOptions:
+def schema_options(settings: CollectorSettings, database: str) -> SchemaOptions:
     return SchemaOptions(
-        database=settings.database,
+        database=database,
         cluster=settings.cluster or None,
         traces_ttl_days=settings.traces_ttl_days,
         runs_ttl_days=settings.runs_ttl_days,
@@ -79,12 +79,12 @@ class CollectorService:
             max_tools_per_agent=settings.max_tools_per_agent, max_models_per_agent=settings.max_models_per_agent
         )
         self.spool = Spool(Path(settings.spool), max_bytes=settings.spool_max_bytes)
-        self.store = ClickHouseStore.open(settings.clickhouse, database=settings.database)
+        self.store = ClickHouseStore.open(settings.clickhouse, database=settings.database or None)
         self.writer = SpoolWriter(
             spool=self.spool,
             store=self.store,
             metrics=self.metrics,
-            schema=schema_options(settings),
+            schema=schema_options(settings, self.store.database),
             dead_letter_dir=Path(settings.spool) / "dead-letter",
             batch_max_spans=settings.batch_max_spans,
             batch_max_bytes=settings.batch_max_bytes,

@@ -30,7 +30,7 @@ class CollectorSettings:
     """Everything ``agentwatch collector`` can be told. Addresses are ``HOST:PORT``; an empty one is off."""
 
     clickhouse: str = DEFAULT_CLICKHOUSE
-    database: str = "default"
+    database: str = ""  # empty: the database named in the clickhouse URL ("default" if none)
     cluster: str = ""
     otlp_http: str = "127.0.0.1:4318"
     otlp_grpc: str = "127.0.0.1:4317"

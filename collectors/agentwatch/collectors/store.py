@@ -6,8 +6,9 @@ connections are made on first use, and every failure surfaces as a ``StoreError`
 whether retrying can help (``StoreUnavailable``) or not (``StoreRejected``), so the pipeline
 can spool and retry the first kind and reject the second.
 
-Threads: one writer thread and several reader threads share a store. The writer has its own
-client and readers draw from a small pool, so a slow dashboard query never delays an insert.
+Threads: one writer thread and several reader threads share a store. Inserts and migrations use
+the writer's own client; queries and commands draw from a small pool of clients, so a slow
+dashboard query never delays an insert.
 chDB serialises calls per connection handle (and a query on a handle with an open stream would
 silently return nothing), so a client is only ever used by one thread at a time; handles to the
 one engine run concurrently. chDB hosts ONE engine path per process: every store in a process
@@ -473,7 +474,8 @@ class ClickHouseStore:
 
     def command(self, sql: str, parameters: Mapping[str, object] | None = None) -> Any:
         """Run a statement (DDL, ``INSERT ... SELECT``, a one-value SELECT) and return its value."""
-        with self._call(self._writer, "command") as client:
+        # on a pooled client: an admin statement from another thread never queues behind inserts
+        with self._call(self._readers, "command") as client:
             return client.command(sql, parameters=dict(parameters) if parameters else None)
 
     def close(self) -> None:
