@@ -9,11 +9,14 @@ by starting it again on the same data directory.
 
 Run it::
 
-    python tests/chshim.py --port PORT --path DATA_DIR [--user U --password P]
+    python tests/chshim.py --port PORT --path DATA_DIR [--user U --password P] [--verbose] [--parent-pid PID]
 
-or, from a test, ``start_in_subprocess(port, path, ...)`` (which waits until it answers).
+or, from a test, with the helpers at the end of this module: ``free_port()``,
+``start_in_subprocess(port, path, ...)`` (returns once it answers), ``wait_listening(port, timeout)``,
+``stop(proc)`` (SIGTERM: a clean shutdown), ``kill(proc)`` (SIGKILL: a crash) and ``running(...)``.
 
-What it speaks (everything else is answered the way a server would refuse it, never ignored):
+What it speaks (a request outside it is refused with a ClickHouse error, except the client-only
+parameters listed below, which a test server can safely ignore):
 
 - ``GET /ping`` (and ``/replicas_status``, and ``GET /`` without a query) -> ``Ok.\\n``.
 - ``GET``/``POST /``: the SQL is the ``query`` URL parameter followed by ``"\\n"`` and the body,
