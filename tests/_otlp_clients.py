@@ -22,7 +22,7 @@ from typing import Any
 
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from agentwatch.collectors._examples import load_example
@@ -81,13 +81,16 @@ class Collector:
 
 
 def collector_settings(clickhouse_url: str, workdir: Path, **overrides: Any) -> CollectorSettings:
-    """Settings for a test collector: ephemeral loopback ports, a spool under ``workdir``, fast batches."""
+    """Settings for a test collector: ephemeral loopback ports, a spool under ``workdir``, fast batches.
+
+    /metrics is off unless asked for (``metrics="127.0.0.1:0"``): its server takes half a second to stop.
+    """
     base = CollectorSettings(
         clickhouse=clickhouse_url,
         spool=str(workdir / "spool"),
         otlp_http="127.0.0.1:0",
         otlp_grpc="127.0.0.1:0",
-        metrics="127.0.0.1:0",
+        metrics="",
         batch_timeout_seconds=0.05,
     )
     return replace(base, **overrides).validate()
@@ -184,17 +187,20 @@ class SentScenarios:
         return sorted(out)
 
 
-def run_example_agent(exporter: SpanExporter, *, track: str = "stable", service: str = "support-bot") -> SentScenarios:
-    """Run the example agent's five tickets with ``exporter`` behind a SimpleSpanProcessor.
+def run_example_agent(
+    exporter: SpanExporter, *, batch: bool = False, track: str = "stable", service: str = "support-bot"
+) -> SentScenarios:
+    """Run the example agent's five tickets with ``exporter`` behind a Simple- or BatchSpanProcessor.
 
-    A SimpleSpanProcessor exports every span as it ends, so a failed export would surface as an
-    error log rather than silently batching; the in-memory copy is what was sent.
+    A SimpleSpanProcessor sends one span per request as it ends; a BatchSpanProcessor sends many
+    spans (of several traces) per request, as production SDKs do. Shutting the provider down
+    flushes the batch. The in-memory copy is what was sent.
     """
     copy = InMemorySpanExporter()
     provider = TracerProvider(resource=Resource.create({"service.name": service}))
     provider.add_span_processor(RunAttributesSpanProcessor())
     provider.add_span_processor(SimpleSpanProcessor(copy))
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    provider.add_span_processor(BatchSpanProcessor(exporter) if batch else SimpleSpanProcessor(exporter))
     example = load_example("custom_agent")
     try:
         results = example.run_scenarios(tracer_provider=provider, track=track)

@@ -765,7 +765,7 @@ def _answers_ping(port: int, timeout: float, pid: int | None) -> bool:
         if response.read() != b"Ok.\n" or response.status != 200:
             return False
         return pid is None or response.getheader(PID_HEADER) == str(pid)
-    except OSError:
+    except (OSError, http.client.HTTPException):  # not up yet, or still starting to answer
         return False
     finally:
         conn.close()

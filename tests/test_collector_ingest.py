@@ -18,6 +18,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from _chrows import engine_url
 from _otlp_clients import (
     JSON,
     PROTOBUF,
@@ -49,6 +50,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agentwatch.collectors import metrics as m
 from agentwatch.collectors.schema import RUNS_TABLE, TOOL_CALLS_TABLE, TRACES_TABLE
+from agentwatch.collectors.store import ClickHouseStore
 from agentwatch.instrumentation import semconv
 
 pytest_plugins = ["_chstore"]
@@ -57,6 +59,13 @@ pytest_plugins = ["_chstore"]
 @pytest.fixture
 def collector(clickhouse_url: str, tmp_path: Path) -> Iterator[Collector]:
     with running_collector(clickhouse_url, tmp_path) as running:
+        yield running
+
+
+@pytest.fixture
+def scraped(clickhouse_url: str, tmp_path: Path) -> Iterator[Collector]:
+    """A collector that also serves /metrics."""
+    with running_collector(clickhouse_url, tmp_path, metrics="127.0.0.1:0") as running:
         yield running
 
 
@@ -81,22 +90,32 @@ class CheckedExporter(SpanExporter):
 
 ExporterFactory = Callable[[Collector], SpanExporter]
 
-EXPORTERS: dict[str, ExporterFactory] = {
-    "http-protobuf": lambda c: HttpSpanExporter(endpoint=c.traces_url, timeout=10),
-    "http-protobuf-gzip": lambda c: HttpSpanExporter(
-        endpoint=c.traces_url, timeout=10, compression=HttpCompression.Gzip
+# client → (exporter factory, behind a BatchSpanProcessor?)
+EXPORTERS: dict[str, tuple[ExporterFactory, bool]] = {
+    "http-protobuf": (lambda c: HttpSpanExporter(endpoint=c.traces_url, timeout=10), False),
+    "http-protobuf-batch": (lambda c: HttpSpanExporter(endpoint=c.traces_url, timeout=10), True),
+    "http-protobuf-gzip-batch": (
+        lambda c: HttpSpanExporter(endpoint=c.traces_url, timeout=10, compression=HttpCompression.Gzip),
+        True,
     ),
-    "grpc": lambda c: GrpcSpanExporter(endpoint=c.grpc_target, insecure=True, timeout=10),
-    "grpc-gzip": lambda c: GrpcSpanExporter(
-        endpoint=c.grpc_target, insecure=True, timeout=10, compression=grpc.Compression.Gzip
+    "grpc-batch": (lambda c: GrpcSpanExporter(endpoint=c.grpc_target, insecure=True, timeout=10), True),
+    "grpc-gzip": (
+        lambda c: GrpcSpanExporter(
+            endpoint=c.grpc_target, insecure=True, timeout=10, compression=grpc.Compression.Gzip
+        ),
+        False,
     ),
 }
 
 
-def send_example_agent(collector: Collector, factory: ExporterFactory) -> SentScenarios:
+def send_example_agent(collector: Collector, client: str) -> SentScenarios:
+    factory, batch = EXPORTERS[client]
     exporter = CheckedExporter(factory(collector))
-    sent = run_example_agent(exporter)
-    assert exporter.results and set(exporter.results) == {SpanExportResult.SUCCESS}, exporter.results
+    sent = run_example_agent(exporter, batch=batch)
+    assert exporter.results
+    assert set(exporter.results) == {SpanExportResult.SUCCESS}, exporter.results
+    # one request per span, or a few requests of many spans each
+    assert (len(exporter.results) < len(sent.spans)) == batch
     collector.drain()
     return sent
 
@@ -110,8 +129,9 @@ def span_keys(spans: Sequence[ReadableSpan]) -> set[tuple[str, str]]:
 
 @pytest.mark.parametrize("client", sorted(EXPORTERS))
 def test_official_exporters_store_every_span_and_derive_runs_and_tool_calls(collector: Collector, client: str) -> None:
-    sent = send_example_agent(collector, EXPORTERS[client])
-    assert len(sent.spans) > 20 and len(sent.runs) == 5
+    sent = send_example_agent(collector, client)
+    assert len(sent.spans) > 20
+    assert len(sent.runs) == 5
 
     stored = collector.query(f"SELECT TraceId, SpanId, ServiceName FROM {TRACES_TABLE}")
     assert len(stored) == len(sent.spans)
@@ -161,6 +181,25 @@ def test_plain_otel_spans_land_in_otel_traces_only(collector: Collector) -> None
     assert sum(1 for r in rows if r["ParentSpanId"] == "") == 1
     assert collector.count(RUNS_TABLE) == 0
     assert collector.count(TOOL_CALLS_TABLE) == 0
+
+
+def test_the_database_comes_from_the_url_unless_the_setting_names_one(
+    clickhouse_engine: ClickHouseStore, clickhouse_database: str, tmp_path: Path
+) -> None:
+    url = engine_url(clickhouse_engine, clickhouse_database)
+    other = f"{clickhouse_database}_other"
+    body = json_request([json_span(trace_id=random_trace_id(), span_id=random_span_id(), start_ns=1, end_ns=2)])
+    try:
+        with running_collector(url, tmp_path / "a", traces_ttl_days=0) as collector:
+            assert collector.post(body, {"Content-Type": JSON}).status == 200
+            collector.drain()
+        with running_collector(url, tmp_path / "b", traces_ttl_days=0, database=other) as collector:
+            assert collector.post(body, {"Content-Type": JSON}).status == 200
+            collector.drain()
+        for database in (clickhouse_database, other):
+            assert clickhouse_engine.command(f"SELECT count() FROM {database}.{TRACES_TABLE}") == 1
+    finally:
+        clickhouse_engine.command(f"DROP DATABASE IF EXISTS {other} SYNC")
 
 
 # --- OTLP/JSON, by hand, to the nanosecond --------------------------------------------------------
@@ -254,6 +293,37 @@ def test_hand_built_otlp_json_is_stored_exactly(collector: Collector) -> None:
     assert row["event_attributes"] == [{"attempt": "2"}, {}]
     assert (row["link_traces"], row["link_spans"], row["link_states"]) == ([link_trace], [link_span], ["k=v"])
     assert row["link_attributes"] == [{"link.kind": "follows"}]
+
+
+def test_times_near_the_epoch_are_stored_exactly_with_their_batch(clickhouse_url: str, tmp_path: Path) -> None:
+    """A span from 1970 or an event with an unset time (0) is stored exactly, with the rest of its batch."""
+    recent = time.time_ns() - 1_000_000_000
+    trace_id = random_trace_id()
+    ancient = json_span(
+        trace_id=trace_id,
+        span_id=random_span_id(),
+        start_ns=1,
+        end_ns=12_345_000_000_007,
+        name="ancient",
+        events=[{"name": "unset time"}, {"timeUnixNano": "99999999999999999", "name": "1973"}],
+    )
+    normal = json_span(trace_id=trace_id, span_id=random_span_id(), start_ns=recent, end_ns=recent + 1, name="now")
+    # TTL 0 keeps rows forever, so the 1970 row is not expired on arrival
+    with running_collector(clickhouse_url, tmp_path, traces_ttl_days=0) as collector:
+        reply = collector.post(json_request([ancient, normal]), {"Content-Type": JSON})
+        assert reply.status == 200
+        assert reply.json() == {}
+        collector.drain()
+        rows = collector.query(
+            f"""SELECT SpanName, toUnixTimestamp64Nano(Timestamp) AS ts, Duration,
+                       arrayMap(t -> toUnixTimestamp64Nano(t), Events.Timestamp) AS events
+                FROM {TRACES_TABLE} ORDER BY SpanName"""
+        )
+        assert rows == [
+            {"SpanName": "ancient", "ts": 1, "Duration": 12_345_000_000_006, "events": [0, 99_999_999_999_999_999]},
+            {"SpanName": "now", "ts": recent, "Duration": 1, "events": []},
+        ]
+        assert not (tmp_path / "spool" / "dead-letter").exists()
 
 
 # --- retries and partial success -------------------------------------------------------------------
@@ -383,8 +453,9 @@ def value(found: Mapping[tuple[str, frozenset[tuple[str, str]]], float], name: s
     return found.get((name, frozenset(labels.items())), 0.0)
 
 
-def test_metrics_scrape_shows_the_agents_and_the_collector(collector: Collector) -> None:
-    sent = send_example_agent(collector, EXPORTERS["http-protobuf"])
+def test_metrics_scrape_shows_the_agents_and_the_collector(scraped: Collector) -> None:
+    collector = scraped
+    sent = send_example_agent(collector, "http-protobuf-batch")
     text = scrape(collector)
     found = samples(text)
     labels = {"agent": "support", "track": "stable"}
@@ -411,7 +482,8 @@ def test_metrics_scrape_shows_the_agents_and_the_collector(collector: Collector)
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
-def test_rejected_requests_are_counted_not_derived(collector: Collector) -> None:
+def test_rejected_requests_are_counted_not_derived(scraped: Collector) -> None:
+    collector = scraped
     assert collector.post(b"\xff\xff", {"Content-Type": PROTOBUF}).status == 400
     assert collector.post(_protobuf_with_invalid_spans(2), {"Content-Type": PROTOBUF}).status == 200
     collector.drain()

@@ -8,7 +8,6 @@ body in the request's encoding, the gRPC code), and that nothing of the refused 
 from __future__ import annotations
 
 import json
-import os
 import socket
 import threading
 import time
@@ -33,7 +32,12 @@ from _otlp_clients import (
     running_collector,
 )
 from google.rpc.status_pb2 import Status
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
 from agentwatch.collectors.schema import RUNS_TABLE, TRACES_TABLE
 from agentwatch.instrumentation import semconv
@@ -73,11 +77,22 @@ def spans_json(count: int, *, attributes: dict[str, object] | None = None, pad: 
 
 
 def spans_protobuf(count: int, *, pad: int = 0) -> bytes:
-    """The same as ``spans_json``, as binary protobuf (parsed through the JSON mapping of protobuf)."""
-    from google.protobuf import json_format
-
-    request = ExportTraceServiceRequest()
-    json_format.Parse(spans_json(count, pad=pad), request)
+    """``count`` valid spans in one binary protobuf request; ``pad`` adds that many bytes per span."""
+    start = time.time_ns() - 10_000_000_000
+    trace_id = bytes.fromhex(random_trace_id())
+    attributes = [KeyValue(key="pad", value=AnyValue(string_value="x" * pad))] if pad else []
+    spans = [
+        Span(
+            trace_id=trace_id,
+            span_id=bytes.fromhex(random_span_id()),
+            name=f"span {i}",
+            start_time_unix_nano=start + i,
+            end_time_unix_nano=start + i + 10,
+            attributes=attributes,
+        )
+        for i in range(count)
+    ]
+    request = ExportTraceServiceRequest(resource_spans=[ResourceSpans(scope_spans=[ScopeSpans(spans=spans)])])
     encoded: bytes = request.SerializeToString()
     return encoded
 
@@ -248,7 +263,9 @@ def test_long_attribute_values_are_truncated_not_rejected(collector: Collector) 
     assert reply.status == 200
     assert reply.json() == {}
     collector.drain()
-    rows = collector.query(f"SELECT SpanAttributes['long'] AS long, SpanAttributes['short'] AS short FROM {TRACES_TABLE}")
+    rows = collector.query(
+        f"SELECT SpanAttributes['long'] AS long, SpanAttributes['short'] AS short FROM {TRACES_TABLE}"
+    )
     assert rows == [{"long": long_value[:100], "short": "ok"}]
 
 
@@ -343,13 +360,17 @@ def test_the_read_api_needs_the_read_scope_and_confines_the_tenant(authed: Colle
 
 
 def grpc_export(target: str, body: bytes, metadata: tuple[tuple[str, str], ...] = ()) -> grpc.StatusCode:
+    """Export raw request bytes over gRPC; OK only for a full success (no span rejected)."""
     with grpc.insecure_channel(target) as channel:
-        export = channel.unary_unary(EXPORT_METHOD, request_serializer=lambda b: b, response_deserializer=lambda b: b)
+        export = channel.unary_unary(
+            EXPORT_METHOD, request_serializer=lambda b: b, response_deserializer=ExportTraceServiceResponse.FromString
+        )
         try:
-            export(body, metadata=metadata, timeout=10)
+            response = export(body, metadata=metadata, timeout=10)
         except grpc.RpcError as exc:
             code: grpc.StatusCode = exc.code()
             return code
+    assert not response.HasField("partial_success"), response
     return grpc.StatusCode.OK
 
 
@@ -364,7 +385,9 @@ def test_grpc_bad_data_is_invalid_argument(collector: Collector) -> None:
 def test_grpc_auth(authed: Collector) -> None:
     target = authed.grpc_target
     assert grpc_export(target, spans_protobuf(1)) == grpc.StatusCode.UNAUTHENTICATED
-    assert grpc_export(target, spans_protobuf(1), (("authorization", "Bearer nope"),)) == grpc.StatusCode.UNAUTHENTICATED
+    assert (
+        grpc_export(target, spans_protobuf(1), (("authorization", "Bearer nope"),)) == grpc.StatusCode.UNAUTHENTICATED
+    )
     reader = (("authorization", f"Bearer {TOKENS['acme_reader']}"),)
     assert grpc_export(target, spans_protobuf(1), reader) == grpc.StatusCode.PERMISSION_DENIED
     authed.drain()
@@ -410,4 +433,4 @@ def test_store_down_is_not_ready_but_ingest_still_spools(tmp_path: Path, closed_
         assert reply.status == 200  # durable in the spool, written when ClickHouse is back
         assert collector.service.spool.pending_spans == 4
         assert collector.get("/api/v1/runs").status == 503
-    assert any(os.scandir(tmp_path / "spool"))
+    assert list((tmp_path / "spool").iterdir())

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from agentwatch.collectors.settings import SettingsError
+from agentwatch.collectors.settings import SettingsError, yaml_problem
 
 
 class Scope(StrEnum):
@@ -71,8 +71,10 @@ class Authenticator:
             data = yaml.safe_load(file.read_text(encoding="utf-8"))
         except OSError as exc:
             raise SettingsError(f"cannot read tokens file {file}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError as exc:
+            raise SettingsError(f"tokens file {file} is not UTF-8 text (byte {exc.start})") from None
         except yaml.YAMLError as exc:
-            raise SettingsError(f"tokens file {file} is not valid YAML/JSON: {exc}") from None
+            raise SettingsError(f"tokens file {file} is not valid YAML/JSON: {yaml_problem(exc)}") from None
         items = data.get("tokens") if isinstance(data, dict) else None
         if not isinstance(items, list) or not items:
             raise SettingsError(f"tokens file {file} must hold a non-empty 'tokens:' list")

@@ -22,13 +22,15 @@ def _collector(args: argparse.Namespace) -> int:
 
     from agentwatch.collectors.service import CollectorService
     from agentwatch.collectors.settings import SettingsError, resolve
+    from agentwatch.collectors.spool import SpoolError
+    from agentwatch.collectors.store import StoreError
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     overrides = {name: getattr(args, name) for name in _COLLECTOR_FLAGS}
     try:
         settings = resolve(config_file=args.config, overrides=overrides)
         service = CollectorService(settings)
-    except SettingsError as exc:
+    except (SettingsError, SpoolError, StoreError) as exc:  # spool in use, engine cannot start: a setup problem
         print(f"agentwatch collector: {exc}", file=sys.stderr)
         return 2
     try:
@@ -41,11 +43,13 @@ def _collector(args: argparse.Namespace) -> int:
 
 
 def _schema(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from agentwatch.collectors.schema import SchemaOptions, render
     from agentwatch.collectors.store import ClickHouseStore, StoreError, redacted_url
 
     options = SchemaOptions(
-        database=args.database,
+        database=args.database or "default",
         cluster=args.cluster,
         traces_ttl_days=args.traces_ttl_days,
         runs_ttl_days=args.runs_ttl_days,
@@ -53,7 +57,8 @@ def _schema(args: argparse.Namespace) -> int:
     if args.apply:
         store = ClickHouseStore.open(args.clickhouse, database=args.database)
         try:
-            applied = store.ensure_schema(options)
+            # without --database, the database named in the URL (as the collector does)
+            applied = store.ensure_schema(replace(options, database=store.database))
         except StoreError as exc:
             print(f"agentwatch schema: {redacted_url(args.clickhouse)}: {exc}", file=sys.stderr)
             return 2
@@ -117,7 +122,7 @@ def _add_collector(commands: argparse._SubParsersAction[argparse.ArgumentParser]
     action.add_argument("--print", action="store_true", help="print the DDL")
     action.add_argument("--apply", action="store_true", help="apply pending migrations to --clickhouse")
     schema.add_argument("--clickhouse", default="chdb://./agentwatch-data", help="store URL (for --apply)")
-    schema.add_argument("--database", default="default")
+    schema.add_argument("--database", default=None, help="default: the database of --clickhouse, else 'default'")
     schema.add_argument("--cluster", default=None, metavar="NAME", help="ON CLUSTER variant: Replicated + Distributed")
     schema.add_argument("--traces-ttl-days", type=int, default=30)
     schema.add_argument("--runs-ttl-days", type=int, default=400)

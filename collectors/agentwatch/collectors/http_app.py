@@ -6,8 +6,10 @@ runs in a worker thread so one slow request never stalls the event loop.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 
+from google.rpc.status_pb2 import Status
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -47,11 +49,14 @@ def create_app(
             body = await _read_body(request, max_body_bytes)
         except _BodyTooLarge:
             kind = media_type(request.headers.get("content-type")) or PROTOBUF
-            return Response(
-                b'{"code":3,"message":"body exceeds the size limit"}' if kind != PROTOBUF else b"",
-                status_code=413,
-                media_type=kind,
+            # the OTLP spec wants a google.rpc.Status body on every 4xx, in the request's encoding
+            message = f"body exceeds the {max_body_bytes}-byte limit"
+            body = (
+                json.dumps({"code": 3, "message": message}).encode()
+                if kind != PROTOBUF
+                else Status(code=3, message=message).SerializeToString()
             )
+            return Response(body, status_code=413, media_type=kind)
         reply = await run_in_threadpool(
             pipeline.export,
             body=body,

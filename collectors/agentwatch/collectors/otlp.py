@@ -6,9 +6,9 @@ raises ``OtlpDecodeError`` (HTTP 400, gRPC INVALID_ARGUMENT), whatever went wron
 ``convert`` then validates each span (an invalid one is rejected and reported for
 ``partial_success``; the rest go on), stamps the tenant of the caller's token over whatever the
 span claims, scrubs secrets with the instrumentation's ``Redactor``, bounds attribute counts and
-lengths, and renders one row per span in the shared row format (``/tmp/plan/contract.md``):
-the column names of the OpenTelemetry Collector's ClickHouse exporter, Nested columns flattened,
-timestamps as ``"SECONDS.NANOS"`` strings. ``encode_rows`` makes the JSONEachRow payload.
+lengths, and renders one row per span in the collector's shared row format: the column names
+of the OpenTelemetry Collector's ClickHouse exporter, Nested columns flattened, timestamps as
+``"SECONDS.NANOS"`` strings. ``encode_rows`` makes the JSONEachRow payload.
 
 Attribute values are rendered as the exporter renders them (pdata ``Value.AsString``): a string
 as is, a bool ``true``/``false``, an int in decimal, a double as Go's ``encoding/json`` writes it
@@ -172,7 +172,9 @@ def parse_json(body: bytes) -> ExportTraceServiceRequest:
         document = json.loads(bytes(body).decode("utf-8-sig"), parse_constant=_reject_constant)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise OtlpDecodeError("body is not valid UTF-8 JSON") from exc
-    root = _object(document, "", "body")
+    if not isinstance(document, dict):
+        raise OtlpDecodeError("body must be an object")
+    root: _Json = document
     try:
         fields: dict[str, Any] = {
             "resource_spans": [
@@ -193,7 +195,8 @@ def _reject_constant(name: str) -> object:
 
 
 def _fail(where: str, name: str, problem: str) -> OtlpDecodeError:
-    return OtlpDecodeError(f"{where}.{name} {problem}" if where else f"{name} {problem}")
+    path = ".".join(part for part in (where, name) if part)
+    return OtlpDecodeError(f"{path} {problem}")
 
 
 def _get(obj: _Json, camel: str, snake: str) -> object:
@@ -564,12 +567,11 @@ _LITE_SCHEMA: Final[tuple[tuple[str, Any, dict[str, str | int]], ...]] = (
             "attributes": _BYTES,
             "events": "Event",
             "links": "Link",
-            "status": "Status",
+            "status": _BYTES,  # mostly empty: bytes cost nothing to read, a message a wrapper
         },
     ),
     ("Event", Span.Event.DESCRIPTOR, {"time_unix_nano": _SAME, "name": _SAME, "attributes": _BYTES}),
     ("Link", Span.Link.DESCRIPTOR, {"trace_id": _SAME, "span_id": _SAME, "trace_state": _SAME, "attributes": _BYTES}),
-    ("Status", Status.DESCRIPTOR, {"message": _SAME, "code": _INT32}),
 )
 
 
@@ -598,7 +600,7 @@ _LiteRequest: Final = _lite_request_class()
 
 # --- redaction and rendering memos -----------------------------------------------------------------
 _MEMO_MAX_CHARS: Final = 256  # longer values rarely repeat; hashing them would cost more than it saves
-_MEMO_MAX_ENTRIES: Final = 1 << 16
+_MEMO_MAX_ENTRIES: Final = 1 << 15  # per memo: tens of MB at worst, a few MB for real workloads
 _SECRET_MARKER: Final = f"{REDACTED[:-1]}:secret]"  # what Redactor.redact_value puts under a sensitive key
 
 _Memo: TypeAlias = dict[bytes, tuple[str, str]]
@@ -691,15 +693,32 @@ REASON_NO_START: Final = "start_time_unix_nano is not set"
 REASON_END_BEFORE_START: Final = "end_time_unix_nano is before start_time_unix_nano"
 REASON_TIME_RANGE: Final = "timestamp beyond 2262-04-11T23:47:16Z (the range of DateTime64(9))"
 
-# Shared empty lists are never mutated: a row's lists are only read (encoded, observed).
-_NO_EVENTS: Final[tuple[list[str], list[str], list[dict[str, str]]]] = ([], [], [])
-_NO_LINKS: Final[tuple[list[str], list[str], list[str], list[dict[str, str]]]] = ([], [], [], [])
+
+def _problem(trace_id: bytes, span_id: bytes, parent: bytes, start: int, end: int) -> str | None:
+    """Why a span with these ids and times must be rejected, or None."""
+    if len(trace_id) != 16 or trace_id == _ZERO_TRACE_ID:
+        return REASON_TRACE_ID
+    if len(span_id) != 8 or span_id == _ZERO_SPAN_ID:
+        return REASON_SPAN_ID
+    if parent and len(parent) != 8:
+        return REASON_PARENT_ID
+    if not start:
+        return REASON_NO_START
+    if end < start:
+        return REASON_END_BEFORE_START
+    if end > _MAX_TIME_NS:
+        return REASON_TIME_RANGE
+    return None
 
 
 def _timestamp(nanos: int) -> str:
-    """``"SECONDS.NANOS"``: ClickHouse reads this exactly into DateTime64(9) (a number would be seconds)."""
+    """``"SECONDS.NANOS"``: ClickHouse reads this exactly into DateTime64(9) (a number would be seconds).
+
+    Seconds are zero-padded to 10 digits: with fewer (times before 1973-03-03, e.g. an unset event
+    time) ClickHouse tries to read a date instead and refuses the whole insert batch.
+    """
     seconds, fraction = divmod(nanos, 1_000_000_000)
-    return f"{seconds}.{fraction:09d}"
+    return f"{seconds:010d}.{fraction:09d}"
 
 
 class _Converter:
@@ -761,13 +780,11 @@ class _Converter:
         if len(items) > self.max_attributes:
             self.dropped_attributes += len(items) - self.max_attributes
             items = items[: self.max_attributes]
-        memo = self.memo
+        recall = self.memo.get
         out: dict[str, str] = {}
         for item in items:
-            try:
-                key, text = memo[item]
-            except KeyError:
-                key, text = self.attribute(item)
+            known = recall(item)  # not memo[item] in a try: a raised KeyError costs more than a miss's work
+            key, text = known if known is not None else self.attribute(item)
             out[key] = text
         return out
 
@@ -854,7 +871,7 @@ class _Converter:
                 continue
             traces.append(trace_id.hex())
             spans.append(span_id.hex())
-            states.append(link.trace_state)
+            states.append(link.trace_state[: self.max_length])
             attributes.append(self.attributes(link.attributes))
         return traces, spans, states, attributes
 
@@ -870,52 +887,52 @@ class _Converter:
         tenant = self.tenant
         attributes_of = self.attributes
         text = self.text
+        scrubber = self.scrubber
+        clean = self.clean
+        max_length = self.max_length
         for span in scope_spans.spans:
             trace_id = span.trace_id
             span_id = span.span_id
             parent = span.parent_span_id
             start = span.start_time_unix_nano
             end = span.end_time_unix_nano
-            if len(trace_id) != 16 or trace_id == _ZERO_TRACE_ID:
-                self.reject(REASON_TRACE_ID)
+            problem = _problem(trace_id, span_id, parent, start, end)
+            events = self.events(span) if problem is None and span.events else ([], [], [])
+            if problem is not None or events is None:
+                self.reject(problem or REASON_TIME_RANGE)
                 continue
-            if len(span_id) != 8 or span_id == _ZERO_SPAN_ID:
-                self.reject(REASON_SPAN_ID)
-                continue
-            if parent and len(parent) != 8:
-                self.reject(REASON_PARENT_ID)
-                continue
-            if not start:
-                self.reject(REASON_NO_START)
-                continue
-            if end < start:
-                self.reject(REASON_END_BEFORE_START)
-                continue
-            if end > _MAX_TIME_NS:
-                self.reject(REASON_TIME_RANGE)
-                continue
-            events = self.events(span) if span.events else _NO_EVENTS
-            if events is None:
-                self.reject(REASON_TIME_RANGE)
-                continue
-            links = self.links(span) if span.links else _NO_LINKS
+            links = self.links(span) if span.links else ([], [], [], [])
             attributes = attributes_of(span.attributes)
             if tenant is not None:
                 attributes[semconv.TENANT_ID] = tenant  # the token's tenant, whatever the span says
             status = span.status
-            message = status.message
-            code = status.code
+            if status:
+                parsed = Status.FromString(status)
+                message = text(parsed.message) if parsed.message else ""
+                code = parsed.code
+            else:
+                message, code = "", 0
+            name = span.name
+            # the memo test inline, as in attributes(): most names are short and already known clean
+            if (scrubber is not None and not (len(name) <= _MEMO_MAX_CHARS and name in clean)) or len(
+                name
+            ) > max_length:
+                name = text(name)
+            trace_state = span.trace_state
+            if len(trace_state) > max_length:  # W3C caps it at 512; a client may not
+                self.truncated += 1
+                trace_state = trace_state[:max_length]
             kind = span.kind
             seconds, fraction = divmod(start, 1_000_000_000)
             rows.append(
                 {
-                    "Timestamp": f"{seconds}.{fraction:09d}",
+                    "Timestamp": f"{seconds:010d}.{fraction:09d}",  # padded: see _timestamp
                     "TraceId": trace_id.hex(),
                     "SpanId": span_id.hex(),
                     # all zeros is how some SDKs say "no parent"
                     "ParentSpanId": parent.hex() if parent and parent != _ZERO_SPAN_ID else "",
-                    "TraceState": span.trace_state,
-                    "SpanName": text(span.name),
+                    "TraceState": trace_state,
+                    "SpanName": name,
                     "SpanKind": _KIND_NAMES[kind] if 0 <= kind < len(_KIND_NAMES) else _KIND_NAMES[0],
                     "ServiceName": service,
                     "ResourceAttributes": resource,
@@ -924,7 +941,7 @@ class _Converter:
                     "SpanAttributes": attributes,
                     "Duration": end - start,
                     "StatusCode": _STATUS_NAMES[code] if 0 <= code < len(_STATUS_NAMES) else _STATUS_NAMES[0],
-                    "StatusMessage": text(message) if message else "",
+                    "StatusMessage": message,
                     "Events.Timestamp": events[0],
                     "Events.Name": events[1],
                     "Events.Attributes": events[2],
@@ -958,7 +975,10 @@ def convert(
     if total > limits.max_spans_per_request:
         raise TooManySpans(f"request holds {total} spans, more than the limit of {limits.max_spans_per_request}")
     converter = _Converter(tenant, limits, _scrubber(redactor) if redactor is not None else None)
-    lite: Any = _LiteRequest.FromString(request.SerializeToString())
+    try:
+        lite: Any = _LiteRequest.FromString(request.SerializeToString())
+    except Exception as exc:  # cannot happen for a message upb built; never let it be a 500 if it does
+        raise OtlpDecodeError("request could not be read") from exc
     rows: list[Row] = []
     for resource_spans in lite.resource_spans:
         resource, service = converter.resource(resource_spans)
@@ -1001,8 +1021,34 @@ def _row_encoder() -> Callable[[Row], str]:
 
 
 _encode_row: Final = _row_encoder()
+_RESOURCE_COLUMN: Final = "ResourceAttributes"
+# Stands in for a shared resource while a row is encoded; its JSON is then replaced by the
+# resource's, encoded once. Should a row hold the same text elsewhere, the count check sees it.
+_PLACEHOLDER: Final = "\x00agentwatch:resource\x00"
+_PLACEHOLDER_JSON: Final = json.dumps(_PLACEHOLDER)
+_SPLICE_MIN_ATTRIBUTES: Final = 3  # below this, copying the row costs more than it saves
 
 
 def encode_rows(rows: Sequence[Row]) -> bytes:
-    """JSONEachRow: one compact JSON object per row (non-ASCII kept as is), joined by newlines, UTF-8."""
-    return "\n".join(map(_encode_row, rows)).encode("utf-8")
+    """JSONEachRow: one compact JSON object per row (non-ASCII kept as is), joined by newlines, UTF-8.
+
+    ``convert`` gives all rows of a resource the same ``ResourceAttributes`` dict, often the
+    biggest part of a row (SDK, host, process, Kubernetes attributes); it is encoded once per
+    call and spliced into each row, which makes the same bytes as encoding every row whole.
+    """
+    resources: dict[int, str] = {}
+    lines: list[str] = []
+    for row in rows:
+        resource = row.get(_RESOURCE_COLUMN)
+        if type(resource) is not dict or len(resource) < _SPLICE_MIN_ATTRIBUTES:
+            lines.append(_encode_row(row))
+            continue
+        fragment = resources.get(id(resource))  # the rows keep every resource alive: ids are unique
+        if fragment is None:
+            fragment = resources[id(resource)] = _encode_row(resource)
+        text = _encode_row({**row, _RESOURCE_COLUMN: _PLACEHOLDER})
+        if text.count(_PLACEHOLDER_JSON) == 1:
+            lines.append(text.replace(_PLACEHOLDER_JSON, fragment))
+        else:
+            lines.append(_encode_row(row))
+    return "\n".join(lines).encode("utf-8")

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -76,12 +78,22 @@ class CollectorSettings:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be positive, got {getattr(self, name)!r}")
-        if self.batch_timeout_seconds <= 0:
-            raise SettingsError("batch_timeout_seconds must be positive")
+        if not 0 < self.batch_timeout_seconds < math.inf:  # also refuses NaN, which compares false
+            raise SettingsError(
+                f"batch_timeout_seconds must be positive and finite, got {self.batch_timeout_seconds!r}"
+            )
         if self.traces_ttl_days < 0 or self.runs_ttl_days < 0:
             raise SettingsError("TTLs are days >= 0 (0 keeps data forever)")
         if not (self.clickhouse.startswith(("chdb://", "http://", "https://"))):
             raise SettingsError(f"clickhouse must be chdb://PATH or http(s)://host:port/db, got {self.clickhouse!r}")
+        if self.database and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.database):
+            raise SettingsError(f"database must be letters, digits and _ only, got {self.database!r}")
+        from agentwatch.collectors.store import parse_url
+
+        try:
+            parse_url(self.clickhouse)  # its messages never include the password
+        except ValueError as exc:
+            raise SettingsError(f"clickhouse: {exc}") from None
         return self
 
     def check_exposure(self) -> None:
@@ -136,10 +148,13 @@ def _coerce(name: str, value: Any, *, source: str) -> Any:
                 return False
             raise ValueError(value)
         if expected is int:
-            if isinstance(value, bool):
+            # int(1.5) would silently give 1 and int(True) 1: a wrong type, not a number to round
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise ValueError(value)
             return int(value)
         if expected is float:
+            if isinstance(value, bool):
+                raise ValueError(value)
             return float(value)
         if value is None:
             return ""
@@ -150,6 +165,15 @@ def _coerce(name: str, value: Any, *, source: str) -> Any:
         raise SettingsError(f"{source}: {name} must be a {expected.__name__}, got {value!r}") from None
 
 
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error on one line (PyYAML's own text spans several, with a caret drawing)."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem:
+        mark = exc.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        return f"{exc.problem}{where}"
+    return " ".join(str(exc).split())
+
+
 def load_file(path: str | Path) -> dict[str, Any]:
     """Read a YAML settings file; a top-level ``collector:`` section is accepted too."""
     file = Path(path)
@@ -157,8 +181,10 @@ def load_file(path: str | Path) -> dict[str, Any]:
         data = yaml.safe_load(file.read_text(encoding="utf-8"))
     except OSError as exc:
         raise SettingsError(f"cannot read config file {file}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise SettingsError(f"config file {file} is not UTF-8 text (byte {exc.start})") from None
     except yaml.YAMLError as exc:
-        raise SettingsError(f"config file {file} is not valid YAML: {exc}") from None
+        raise SettingsError(f"config file {file} is not valid YAML: {yaml_problem(exc)}") from None
     if data is None:
         return {}
     if isinstance(data, Mapping) and isinstance(data.get("collector"), Mapping):
