@@ -55,7 +55,9 @@ def start_metrics_server(metrics: CollectorMetrics, host: str, port: int) -> Thr
 
     server = ThreadingHTTPServer((host, port), Handler)
     server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, name="agentwatch-metrics", daemon=True).start()
+    threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="agentwatch-metrics", daemon=True
+    ).start()
     return server
 
 

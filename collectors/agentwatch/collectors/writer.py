@@ -23,6 +23,8 @@ log = logging.getLogger("agentwatch.collector")
 
 TRACES_TABLE = "otel_traces"
 _MAX_BACKOFF_S = 5.0
+# An idle writer pings the store this often, so /readyz notices an outage before the next insert.
+_IDLE_PING_S = 5.0
 
 
 class SpoolWriter:
@@ -52,6 +54,7 @@ class SpoolWriter:
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name="agentwatch-writer", daemon=True)
         self.last_error = ""
+        self._last_contact = time.monotonic()
 
     @property
     def ready(self) -> bool:
@@ -87,6 +90,11 @@ class SpoolWriter:
                     backoff = 0.1
                 if self._drain_once():
                     backoff = 0.1
+                    self._last_contact = time.monotonic()
+                elif time.monotonic() - self._last_contact > _IDLE_PING_S:
+                    if not self._store.ping():
+                        raise StoreUnavailable("the store does not answer ping")
+                    self._last_contact = time.monotonic()
             except StoreUnavailable as exc:
                 self._mark_down(str(exc))
                 self._stop.wait(backoff)
