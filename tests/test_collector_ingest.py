@@ -409,6 +409,24 @@ def test_partial_success_in_json(collector: Collector) -> None:
     assert [r["SpanName"] for r in collector.query(f"SELECT SpanName FROM {TRACES_TABLE}")] == ["good"]
 
 
+def test_spans_older_than_the_retention_are_refused_not_silently_lost(collector: Collector) -> None:
+    """ClickHouse drops rows past the TTL on insert: such spans get partial_success, never a bare 200."""
+    now = time.time_ns()
+    forty_days = 40 * 86_400 * 1_000_000_000  # the default TTL is 30 days
+    trace_id = random_trace_id()
+    spans = [
+        json_span(trace_id=trace_id, span_id=random_span_id(), start_ns=now - 1000, end_ns=now, name="fresh"),
+        json_span(trace_id=trace_id, span_id=random_span_id(), start_ns=now - forty_days, end_ns=now, name="old"),
+    ]
+    reply = collector.post(json_request(spans), {"Content-Type": JSON})
+    assert reply.status == 200
+    body = reply.json()
+    assert body["partialSuccess"]["rejectedSpans"] == "1"
+    assert "retention" in body["partialSuccess"]["errorMessage"]
+    collector.drain()
+    assert [r["SpanName"] for r in collector.query(f"SELECT SpanName FROM {TRACES_TABLE}")] == ["fresh"]
+
+
 def test_grpc_and_http_share_the_request_digest(collector: Collector) -> None:
     """The same protobuf request over both transports (an exporter that switched) is stored once."""
     sent = InMemorySpanExporter()

@@ -87,10 +87,12 @@ class Limits:
     """Also per event, link and resource; the attributes beyond are dropped and counted."""
     max_events_per_span: int = 128
     max_links_per_span: int = 128
+    oldest_start_ns: int = 0
+    """Spans that started earlier are rejected: the store's TTL would drop them silently on insert."""
 
     def __post_init__(self) -> None:
         for name in self.__slots__:
-            if getattr(self, name) < 1:
+            if name != "oldest_start_ns" and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
 
 
@@ -692,6 +694,7 @@ REASON_PARENT_ID: Final = "invalid parent_span_id: must be empty or 8 bytes"
 REASON_NO_START: Final = "start_time_unix_nano is not set"
 REASON_END_BEFORE_START: Final = "end_time_unix_nano is before start_time_unix_nano"
 REASON_TIME_RANGE: Final = "timestamp beyond 2262-04-11T23:47:16Z (the range of DateTime64(9))"
+REASON_TOO_OLD: Final = "span started before the store's retention window (its TTL would drop it)"
 
 
 def _problem(trace_id: bytes, span_id: bytes, parent: bytes, start: int, end: int) -> str | None:
@@ -737,6 +740,7 @@ class _Converter:
         "max_length",
         "max_links",
         "memo",
+        "oldest",
         "reasons",
         "rejected",
         "scrubber",
@@ -752,6 +756,7 @@ class _Converter:
         self.max_attributes = limits.max_attributes_per_span
         self.max_events = limits.max_events_per_span
         self.max_links = limits.max_links_per_span
+        self.oldest = limits.oldest_start_ns
         self.memo = _memo(scrubber, self.max_length)
         self.rejected = 0
         self.reasons: list[str] = []
@@ -897,6 +902,8 @@ class _Converter:
             start = span.start_time_unix_nano
             end = span.end_time_unix_nano
             problem = _problem(trace_id, span_id, parent, start, end)
+            if problem is None and start < self.oldest:
+                problem = REASON_TOO_OLD
             events = self.events(span) if problem is None and span.events else ([], [], [])
             if problem is not None or events is None:
                 self.reject(problem or REASON_TIME_RANGE)

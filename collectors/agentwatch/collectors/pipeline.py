@@ -10,10 +10,12 @@ request are reported in ``partial_success``.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
 import threading
+import time
 import zlib
 from dataclasses import dataclass, field
 
@@ -201,9 +203,15 @@ class Pipeline:
             self._release(reserved)
 
     def _ingest(self, raw: bytes, kind: str, tenant: str | None, transport: str) -> Reply:
+        limits = self._limits
+        if self._settings.traces_ttl_days:
+            # a span older than the TTL would be dropped by ClickHouse on insert after we said 200:
+            # refuse it in partial_success instead (one hour of slack for the TTL's day rounding)
+            retention_ns = (self._settings.traces_ttl_days * 86_400 - 3_600) * 1_000_000_000
+            limits = dataclasses.replace(limits, oldest_start_ns=time.time_ns() - retention_ns)
         try:
             request = parse_protobuf(raw) if kind == PROTOBUF else parse_json(raw)
-            converted = convert(request, tenant=tenant, limits=self._limits, redactor=self._redactor)
+            converted = convert(request, tenant=tenant, limits=limits, redactor=self._redactor)
         except TooManySpans as exc:
             self._metrics.record_rejected("limit", 0)
             return self._error(413, str(exc), kind, transport)
