@@ -46,6 +46,8 @@ test: lint typecheck pytest
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/instrumentation_overhead.py
+	$(BIN)/python benchmarks/otlp_convert.py
+	$(BIN)/python benchmarks/collector_throughput.py
 
 generate: $(STAMP)
 	@echo "nothing to generate yet"
