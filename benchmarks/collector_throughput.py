@@ -252,12 +252,12 @@ def thread_cpu(pid: int) -> dict[int, tuple[str, float]]:
 
 
 def thread_breakdown(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]) -> list[dict[str, Any]]:
-    """CPU per thread over a window, busiest first; threads by name, Python ones by id (they are all "python")."""
+    """CPU per thread name over a window, busiest first (same-named threads summed)."""
     used: dict[str, float] = defaultdict(float)
     for tid, (name, seconds) in after.items():
         spent = seconds - before.get(tid, (name, 0.0))[1]
         if spent > 0:
-            used[f"{name}[{tid}]" if name.startswith("python") else name] += spent
+            used[name] += spent
     return [{"thread": name, "cpu_s": round(seconds, 2)} for name, seconds in sorted(used.items(), key=lambda x: -x[1])]
 
 
@@ -279,11 +279,21 @@ def http_get(port: int, path: str, timeout: float = 10.0) -> tuple[int, bytes]:
         return int(exc.code), bytes(exc.read())
 
 
-_PROFILED_COLLECTOR = """
-import cProfile, marshal, pstats, sys, tempfile, threading
+# The collector's entry point, run with each thread's OS name set to its Python name (so /proc
+# can tell the HTTP loop, the workers, the writer and chDB's threads apart) and, given a file
+# name in argv[1], every thread under cProfile: ``python -m cProfile`` only sees the main thread,
+# which just waits.
+_COLLECTOR_MAIN = """
+import ctypes, sys, threading
+profile_path = sys.argv[1]
 profiles = []
+libc = ctypes.CDLL(None)
 original = threading.Thread._bootstrap_inner  # every thread runs this, whatever its class overrides
 def bootstrap(self):
+    libc.prctl(15, self.name.encode()[:15], 0, 0, 0)  # PR_SET_NAME
+    if not profile_path:
+        return original(self)
+    import cProfile
     profile = cProfile.Profile()
     profiles.append(profile)
     profile.enable()
@@ -296,19 +306,20 @@ from agentwatch.collectors.cli import main
 try:
     code = main(sys.argv[2:])
 finally:
-    # read each thread's profile without disabling it from this thread, then merge them
-    merged = None
-    for profile in profiles:
-        profile.snapshot_stats()
-        with tempfile.NamedTemporaryFile(suffix=".prof") as file:
-            marshal.dump(profile.stats, file)
-            file.flush()
-            if merged is None:
-                merged = pstats.Stats(file.name)
-            else:
-                merged.add(file.name)
-    if merged is not None:
-        merged.dump_stats(sys.argv[1])
+    if profiles:
+        # read each thread's profile without disabling it from this thread, then merge them
+        import marshal, pstats, tempfile
+        merged = None
+        for profile in profiles:
+            profile.snapshot_stats()
+            with tempfile.NamedTemporaryFile(suffix=".prof") as file:
+                marshal.dump(profile.stats, file)
+                file.flush()
+                if merged is None:
+                    merged = pstats.Stats(file.name)
+                else:
+                    merged.add(file.name)
+        merged.dump_stats(profile_path)
 sys.exit(code)
 """
 
@@ -347,10 +358,7 @@ class Collector:
             "--metrics",
             f"127.0.0.1:{self.metrics_port}",
         ]
-        if self.profile is None:
-            args = [sys.executable, "-m", "agentwatch.collectors.cli", *cli]
-        else:
-            args = [sys.executable, "-c", _PROFILED_COLLECTOR, str(self.profile), *cli]
+        args = [sys.executable, "-c", _COLLECTOR_MAIN, str(self.profile or ""), *cli]
         with (self.workdir / "collector.log").open("ab") as log:
             self.process = subprocess.Popen(args, cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout_s
@@ -881,7 +889,7 @@ def run_end_to_end(
         # what other processes took meanwhile (the clients' sending, and anything else on the machine)
         "other_cores_busy": max(0.0, busy - cpu) / seconds,
         "clients_cores_busy": summary["client_cpu_s"] / seconds,
-        "threads": threads[:8],
+        "threads": threads[:12],
         "peak_rss_bytes": peak_rss,
         "rss_at_end_bytes": rss,
         "collector_exit": exit_code,
