@@ -20,9 +20,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-import yaml
-
-from agentwatch.collectors.settings import SettingsError, yaml_problem
+from agentwatch.collectors.settings import SettingsError, read_yaml_file
 
 
 class Scope(StrEnum):
@@ -67,14 +65,7 @@ class Authenticator:
     @classmethod
     def from_file(cls, path: str | Path) -> Authenticator:
         file = Path(path)
-        try:
-            data = yaml.safe_load(file.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise SettingsError(f"cannot read tokens file {file}: {exc.strerror or exc}") from None
-        except UnicodeDecodeError as exc:
-            raise SettingsError(f"tokens file {file} is not UTF-8 text (byte {exc.start})") from None
-        except yaml.YAMLError as exc:
-            raise SettingsError(f"tokens file {file} is not valid YAML/JSON: {yaml_problem(exc)}") from None
+        data = read_yaml_file(file, "tokens file")
         items = data.get("tokens") if isinstance(data, dict) else None
         if not isinstance(items, list) or not items:
             raise SettingsError(f"tokens file {file} must hold a non-empty 'tokens:' list")

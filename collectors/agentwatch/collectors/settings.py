@@ -174,17 +174,23 @@ def yaml_problem(exc: yaml.YAMLError) -> str:
     return " ".join(str(exc).split())
 
 
+def read_yaml_file(path: str | Path, what: str) -> Any:
+    """Parse a YAML (or JSON) file; every way it can fail is one ``SettingsError`` line naming ``what``."""
+    file = Path(path)
+    try:
+        return yaml.safe_load(file.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SettingsError(f"cannot read {what} {file}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise SettingsError(f"{what} {file} is not UTF-8 text (byte {exc.start})") from None
+    except yaml.YAMLError as exc:
+        raise SettingsError(f"{what} {file} is not valid YAML: {yaml_problem(exc)}") from None
+
+
 def load_file(path: str | Path) -> dict[str, Any]:
     """Read a YAML settings file; a top-level ``collector:`` section is accepted too."""
     file = Path(path)
-    try:
-        data = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise SettingsError(f"cannot read config file {file}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError as exc:
-        raise SettingsError(f"config file {file} is not UTF-8 text (byte {exc.start})") from None
-    except yaml.YAMLError as exc:
-        raise SettingsError(f"config file {file} is not valid YAML: {yaml_problem(exc)}") from None
+    data = read_yaml_file(file, "config file")
     if data is None:
         return {}
     if isinstance(data, Mapping) and isinstance(data.get("collector"), Mapping):
