@@ -96,6 +96,7 @@ EXPECTED_ALL = {
         "ToolDisposition", "ToolGateway", "ToolOutcome", "ToolRisk", "Track", "UnknownTool", "Usage", "agent_run",
         "configure", "get_current_run", "load_config", "reset_configuration",
     },
+    "agentwatch.instrumentation.integrations": set(),
     "agentwatch.collectors": set(),
     "agentwatch.dashboards": set(),
 }  # fmt: skip
