@@ -94,7 +94,7 @@ EXPECTED_ALL = {
         "RecordedCall", "Recording", "ReplayedToolError",
         "RunAttributesSpanProcessor", "RunScope", "RunStopped", "StepScope", "StopReason", "ToolDenied",
         "ToolDisposition", "ToolGateway", "ToolOutcome", "ToolRisk", "Track", "UnknownTool", "Usage", "agent_run",
-        "configure", "get_current_run", "load_config", "reset_configuration",
+        "configure", "get_current_run", "instrument", "load_config", "reset_configuration", "uninstrument",
     },
     "agentwatch.instrumentation.integrations": set(),
     "agentwatch.collectors": set(),

@@ -19,6 +19,7 @@ Nothing here imports the collector or the dashboards; optional runtimes are impo
 from __future__ import annotations
 
 from agentwatch.instrumentation._approval import ApprovalDecision, ApprovalRequest, Approver
+from agentwatch.instrumentation._auto import instrument, uninstrument
 from agentwatch.instrumentation._budget import Budget
 from agentwatch.instrumentation._config import AgentWatchConfig, KillSwitchSettings, LoggingSettings, load_config
 from agentwatch.instrumentation._context import get_current_run
@@ -87,6 +88,8 @@ __all__ = [
     "agent_run",
     "configure",
     "get_current_run",
+    "instrument",
     "load_config",
     "reset_configuration",
+    "uninstrument",
 ]
