@@ -140,7 +140,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=_demo)
     _add_collector(commands)
     add_read_commands(commands)
+    _add_artifact_commands(commands)
     return parser
+
+
+def _add_artifact_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``dashboards`` and ``alerts``: they need the dashboards extra, so a collector-only install skips them."""
+    try:
+        from agentwatch.dashboards.cli import add_commands
+    except ImportError:  # grafana-foundation-sdk missing: pip install 'agentwatch[dashboards]'
+        return
+    add_commands(commands)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
