@@ -135,3 +135,54 @@ def test_disabled_launcher_leaves_the_program_untraced(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ProxyTracerProvider"
+
+
+# A LangGraph program that never imports agentwatch: the launcher alone must turn its graph
+# invocations into runs (with steps and stop reasons) at the collector.
+LANGGRAPH_PROGRAM = textwrap.dedent(
+    """
+    from typing import TypedDict
+
+    from langgraph.graph import END, START, StateGraph
+
+
+    class State(TypedDict):
+        count: int
+
+
+    def bump(state: State) -> State:
+        return {"count": state["count"] + 1}
+
+
+    builder = StateGraph(State)
+    builder.add_node("bump", bump)
+    builder.add_edge(START, "bump")
+    builder.add_edge("bump", END)
+    graph = builder.compile(name="plain-graph")
+    for _ in range(3):
+        assert graph.invoke({"count": 0}) == {"count": 1}
+    from opentelemetry import trace
+
+    trace.get_tracer_provider().shutdown()
+    print("done")
+    """
+)
+
+
+def test_launcher_instruments_an_unmodified_langgraph_program(clickhouse_url: str, tmp_path: Path) -> None:
+    script = tmp_path / "graph_app.py"
+    script.write_text(LANGGRAPH_PROGRAM, encoding="utf-8")
+    with running_collector(clickhouse_url, tmp_path) as collector:
+        env = {key: value for key, value in os.environ.items() if not key.startswith(("OTEL_", "AGENTWATCH_"))}
+        env.update(OTEL_SERVICE_NAME="graph-service", OTEL_EXPORTER_OTLP_ENDPOINT=collector.base_url)
+        result = _launch("--runtimes", "langgraph", sys.executable, str(script), env=env, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip().endswith("done")
+        deadline = time.monotonic() + 30
+        rows: list[dict[str, object]] = []
+        while time.monotonic() < deadline and len(rows) < 3:
+            collector.drain()
+            rows = collector.query(
+                "SELECT Runtime, StopReason, ServiceName FROM agent_runs FINAL WHERE ServiceName = 'graph-service'"
+            )
+        assert rows == [{"Runtime": "langgraph", "StopReason": "completed", "ServiceName": "graph-service"}] * 3
