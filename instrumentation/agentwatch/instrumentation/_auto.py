@@ -69,7 +69,9 @@ def instrument(
 ) -> list[str]:
     """Instrument the installed runtimes (or exactly ``runtimes``); return the ones now instrumented.
 
-    Calling it again changes nothing. Naming a runtime that is unknown or not installed raises
+    ``options`` go to every selected adapter, so pass only those all of them accept: ``budget``,
+    ``tenant_id``, ``version``, ``track``, ``kill_switch``, ``settings`` (or select one runtime
+    with ``runtimes=`` to use its own options). Calling it again changes nothing. Naming a runtime that is unknown or not installed raises
     ``ConfigError``; an adapter that fails while patching is logged and skipped (raised under
     pytest), so instrumentation never stops the host from starting.
     """
