@@ -1,4 +1,4 @@
-"""A day of support traffic for the custom-loop agent, on a stable and a canary version.
+"""A day of support traffic for the support agent, on a stable and a canary version, on any runtime.
 
 The stable version (v1, gpt-4o-mini) answers most tickets in one or two steps. The canary (v2) is
 subtly worse, the way a prompt or model change often is: it double-checks the help center more
@@ -22,18 +22,30 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from agentwatch.instrumentation import load_config
 
+# runtime (the agentwatch.runtime value) -> the example running the same support agent on it
+RUNTIME_EXAMPLES = {
+    "custom": "custom_agent",
+    "openai-agents": "openai_agents_support",
+    "langgraph": "langgraph_support",
+}
+
+
+def _example(name: str) -> ModuleType:
+    """An example beside this file, under the module name the demo loader uses (one module, not two)."""
+    module_name = f"agentwatch_examples.{name}"
+    if module_name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(module_name, Path(__file__).with_name(f"{name}.py"))
+        if spec is None or spec.loader is None:
+            raise ImportError(f"examples/{name}.py not found beside fleet.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module  # dataclasses resolve their module through sys.modules
+        spec.loader.exec_module(module)
+    return sys.modules[module_name]
+
 
 def _custom_agent() -> ModuleType:
-    """The custom-loop example beside this file, under the module name the demo loader uses."""
-    name = "agentwatch_examples.custom_agent"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("custom_agent.py"))
-        if spec is None or spec.loader is None:
-            raise ImportError("examples/custom_agent.py not found beside fleet.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # dataclasses resolve their module through sys.modules
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    """The custom-loop example: its scripted model and config drive every runtime's example."""
+    return _example("custom_agent")
 
 
 TENANTS = ("acme", "globex", "initech")
@@ -66,10 +78,23 @@ CANARY = Release("canary", "v2", "gpt-4o-mini", recheck_rate=0.45, stuck_rate=0.
 
 
 def simulate(
-    runs: int, release: Release, *, tracer_provider: TracerProvider | None = None, seed: int = 7
+    runs: int,
+    release: Release,
+    *,
+    tracer_provider: TracerProvider | None = None,
+    seed: int = 7,
+    runtime: str = "custom",
 ) -> Counter[str]:
-    """Run ``runs`` tickets on ``release``; returns the count of runs per stop reason."""
+    """Run ``runs`` tickets on ``release``; returns the count of runs per stop reason.
+
+    ``runtime`` picks the example that runs the agent (``RUNTIME_EXAMPLES``). The tickets, tenants
+    and scripted model decisions depend only on ``seed`` and the release, so the same seed replays
+    the same traffic on every runtime: the runtimes can be compared run for run.
+    """
+    if runtime not in RUNTIME_EXAMPLES:
+        raise ValueError(f"unknown runtime {runtime!r}; known: {', '.join(RUNTIME_EXAMPLES)}")
     agent = _custom_agent()
+    runner = _example(RUNTIME_EXAMPLES[runtime])
     config = load_config(agent.CONFIG_PATH)
     rng = random.Random(f"{seed}-{release.track}")
     weights = [weight for weight, _ in TICKETS]
@@ -83,7 +108,7 @@ def simulate(
             stuck_rate=release.stuck_rate,
             rng=random.Random(rng.random()),
         )
-        run = agent.handle_ticket(
+        run = runner.handle_ticket(
             ticket,
             config=config,
             tenant_id=rng.choice(TENANTS),

@@ -21,7 +21,7 @@ from agentwatch.collectors.summary import summarize
 
 def _demo(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "agentwatch.collectors.cli", "demo", "--runs", "80", *args],
+        [sys.executable, "-m", "agentwatch.collectors.cli", "demo", "--runs", "80", "--parity-runs", "20", *args],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -47,6 +47,14 @@ def test_demo_stores_every_run_and_reports_the_canary(tmp_path: Path) -> None:
     assert cost["canary"]["mean_steps"] > cost["stable"]["mean_steps"]
     denied = {(row["tool"], row["disposition"]) for row in report["denials"]}
     assert ("db.drop_table", "denied") in denied
+    # the same tickets on the three runtimes, read back from ClickHouse: stored, and alike
+    parity = {row["runtime"]: row for row in report["runtime_parity"]}
+    assert list(parity) == ["custom", "openai-agents", "langgraph"]
+    assert all(row["runs"] == 20 for row in parity.values())
+    custom = {key: value for key, value in parity["custom"].items() if key != "runtime"}
+    for runtime in ("openai-agents", "langgraph"):
+        assert {key: value for key, value in parity[runtime].items() if key != "runtime"} == custom, runtime
+    assert custom["stop_reasons"]["completed"] < 20  # the seed's tickets include stops, so parity is not trivial
     # the data stays where `agentwatch runs` looks by default
     assert (tmp_path / "agentwatch-data").is_dir()
     runs = subprocess.run(
@@ -82,6 +90,8 @@ def test_demo_table_names_the_sections_and_next_steps(tmp_path: Path) -> None:
         "/metrics",
         "agentwatch runs",
         "agentwatch trace RUN_ID",
+        "Runtime parity",
+        "same stop reasons, steps, tool calls and cost on every runtime",
     ):
         assert needle in done.stdout, needle
 

@@ -14,7 +14,13 @@ def _demo(args: argparse.Namespace) -> int:
 
     from agentwatch.collectors.demo import run_demo
 
-    return run_demo(data_dir=Path(args.data).resolve(), runs_per_track=args.runs, serve=args.serve, as_json=args.json)
+    return run_demo(
+        data_dir=Path(args.data).resolve(),
+        runs_per_track=args.runs,
+        parity_runs=args.parity_runs,
+        serve=args.serve,
+        as_json=args.json,
+    )
 
 
 def _collector(args: argparse.Namespace) -> int:
@@ -136,6 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--json", action="store_true", help="machine-readable output")
     demo.add_argument("--serve", action="store_true", help="keep the collector running after the report")
     demo.add_argument("--runs", type=int, default=300, help="tickets per release (stable and canary), default 300")
+    demo.add_argument(
+        "--parity-runs",
+        type=int,
+        default=40,
+        help="tickets run on each runtime (custom loop, OpenAI Agents SDK, LangGraph) for the parity table; 0 skips",
+    )
     demo.add_argument("--data", default="agentwatch-data", help="embedded store directory (default ./agentwatch-data)")
     demo.set_defaults(handler=_demo)
     _add_collector(commands)

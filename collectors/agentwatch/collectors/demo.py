@@ -3,7 +3,9 @@
 Starts the collector on the embedded store, runs the example support agent as a stable and a
 canary release (the canary subtly worse), exports over OTLP/HTTP with the official exporter, waits
 until every run is stored, then prints the fleet report read back from ClickHouse and where to
-look next. ``--serve`` keeps the collector running afterwards.
+look next. Then the same tickets run on each runtime the agent is written for (the custom loop,
+the OpenAI Agents SDK, LangGraph) and a parity table compares them, read back from ClickHouse
+too. ``--serve`` keeps the collector running afterwards.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, cast
 
 from agentwatch.collectors.queries import RunFilter, Stats, render_stats, stats
+from agentwatch.collectors.schema import RUNS_TABLE
 from agentwatch.collectors.service import CollectorService
 from agentwatch.collectors.settings import CollectorSettings
 
@@ -45,7 +48,10 @@ def demo_settings(data_dir: Path) -> CollectorSettings:
     ).validate()
 
 
-def _export_fleet(service: CollectorService, runs_per_track: int, progress: Callable[[str], None]) -> dict[str, Any]:
+def _export_fleet(
+    service: CollectorService, runs_per_track: int, parity_runs: int, progress: Callable[[str], None]
+) -> datetime:
+    """Send the fleet's traffic, then the parity traffic; returns when the parity runs began."""
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
@@ -57,17 +63,89 @@ def _export_fleet(service: CollectorService, runs_per_track: int, progress: Call
     provider = TracerProvider(resource=Resource.create({"service.name": SERVICE_NAME}))
     exporter = OTLPSpanExporter(endpoint=f"http://127.0.0.1:{service.http_port}/v1/traces")
     provider.add_span_processor(BatchSpanProcessor(exporter, max_queue_size=65536, max_export_batch_size=2048))
-    outcomes: dict[str, Any] = {}
-    for release in (fleet.STABLE, fleet.CANARY):
-        progress(f"  running {runs_per_track} tickets on {release.track} ({release.version}, {release.model_name})")
-        outcomes[release.track] = dict(fleet.simulate(runs_per_track, release, tracer_provider=provider))
-    provider.force_flush()
-    provider.shutdown()
-    return outcomes
+    try:
+        for release in (fleet.STABLE, fleet.CANARY):
+            progress(f"  running {runs_per_track} tickets on {release.track} ({release.version}, {release.model_name})")
+            fleet.simulate(runs_per_track, release, tracer_provider=provider)
+        # a clear boundary between the two reports, whatever the clock's resolution
+        time.sleep(0.01)
+        parity_started = datetime.now(UTC)
+        time.sleep(0.01)
+        for runtime in RUNTIMES if parity_runs else ():
+            progress(f"  running the same {parity_runs} stable tickets on the {runtime} runtime")
+            fleet.simulate(parity_runs, fleet.STABLE, tracer_provider=provider, seed=PARITY_SEED, runtime=runtime)
+    finally:
+        provider.force_flush()
+        provider.shutdown()
+    return parity_started
+
+
+# The runtimes the example agent is written for, in the order the parity table shows them.
+RUNTIMES: Final = ("custom", "openai-agents", "langgraph")
+PARITY_SEED: Final = 11
+
+
+def runtime_parity(service: CollectorService, since: datetime) -> list[dict[str, Any]]:
+    """Per runtime, the runs since ``since``: stop-reason counts, steps, tool calls and cost, from ClickHouse."""
+    rows = service.store.query(
+        f"""SELECT Runtime AS runtime, count() AS runs,
+                sumMap(map(StopReason, toUInt64(1))) AS stop_reasons,
+                avg(Steps) AS mean_steps, avg(ToolCalls) AS mean_tool_calls, avg(LlmCalls) AS mean_llm_calls,
+                sum(CostUsd) AS total_usd
+            FROM {RUNS_TABLE} FINAL
+            WHERE StartTime >= {{since:DateTime64(9)}}
+            GROUP BY runtime""",
+        {"since": since},
+    )
+    order = {name: index for index, name in enumerate(RUNTIMES)}
+    parity = [
+        {
+            "runtime": str(row["runtime"]),
+            "runs": int(cast(int, row["runs"])),
+            "stop_reasons": {str(k): int(v) for k, v in sorted(cast(dict[str, int], row["stop_reasons"]).items())},
+            "mean_steps": round(float(cast(float, row["mean_steps"])), 3),
+            "mean_tool_calls": round(float(cast(float, row["mean_tool_calls"])), 3),
+            "mean_llm_calls": round(float(cast(float, row["mean_llm_calls"])), 3),
+            "total_usd": round(float(cast(float, row["total_usd"])), 6),
+        }
+        for row in rows
+    ]
+    return sorted(parity, key=lambda row: order.get(row["runtime"], len(order)))
+
+
+def render_parity(parity: list[dict[str, Any]]) -> str:
+    """The parity table: one line per runtime; identical rows mean the runtimes behaved alike."""
+    reasons = sorted({reason for row in parity for reason in row["stop_reasons"]})
+    header = ["runtime", "runs", *reasons, "steps/run", "tools/run", "llm/run", "cost USD"]
+    lines = [
+        [
+            row["runtime"],
+            str(row["runs"]),
+            *(str(row["stop_reasons"].get(reason, 0)) for reason in reasons),
+            f"{row['mean_steps']:.2f}",
+            f"{row['mean_tool_calls']:.2f}",
+            f"{row['mean_llm_calls']:.2f}",
+            f"{row['total_usd']:.4f}",
+        ]
+        for row in parity
+    ]
+    widths = [max(len(cell) for cell in column) for column in zip(header, *lines, strict=True)]
+    render = [
+        "  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True)) for cells in [header, *lines]
+    ]
+    alike = len({json.dumps({k: v for k, v in row.items() if k != "runtime"}, sort_keys=True) for row in parity}) == 1
+    verdict = "same stop reasons, steps, tool calls and cost on every runtime" if alike else "the runtimes differ"
+    return "\n".join(["Runtime parity (the same tickets on each runtime)", *render, f"  -> {verdict}"])
 
 
 def run_demo(
-    *, data_dir: Path, runs_per_track: int = 300, serve: bool = False, as_json: bool = False, timeout_s: float = 60
+    *,
+    data_dir: Path,
+    runs_per_track: int = 300,
+    parity_runs: int = 40,
+    serve: bool = False,
+    as_json: bool = False,
+    timeout_s: float = 60,
 ) -> int:
     out = sys.stderr if as_json else sys.stdout
 
@@ -84,23 +162,38 @@ def run_demo(
             print(f"agentwatch demo: the store did not come up: {service.writer.last_error}", file=sys.stderr)
             return 1
         expected = runs_per_track * 2
-        _export_fleet(service, runs_per_track, progress)
+        expected_parity = parity_runs * len(RUNTIMES)
+        parity_started = _export_fleet(service, runs_per_track, parity_runs, progress)
         progress("  waiting until every span is stored ...")
         deadline = time.monotonic() + timeout_s
-        window = RunFilter(since=started_at)
+        window = RunFilter(since=started_at, until=parity_started)
         report = stats(service.store, window)
-        while _runs(report) < expected and time.monotonic() < deadline:
+        parity = runtime_parity(service, parity_started)
+        while (
+            _runs(report) < expected or sum(row["runs"] for row in parity) < expected_parity
+        ) and time.monotonic() < deadline:
             service.writer.wait_until_drained(1.0)
             report = stats(service.store, window)
+            parity = runtime_parity(service, parity_started)
+        stored_parity = sum(row["runs"] for row in parity)
         elapsed = time.perf_counter() - begin
         if as_json:
-            print(json.dumps({**report.to_dict(), "expected_runs": expected, "stored_runs": _runs(report)}, indent=2))
+            summary = {"expected_runs": expected, "stored_runs": _runs(report), "runtime_parity": parity}
+            print(json.dumps({**report.to_dict(), **summary}, indent=2))
         else:
-            progress(f"  {_runs(report)} of {expected} runs stored, {elapsed:.1f} s in all\n")
+            progress(
+                f"  {_runs(report) + stored_parity} of {expected + expected_parity} runs stored, {elapsed:.1f} s\n"
+            )
             print(render_stats(report))
+            if parity:
+                print()
+                print(render_parity(parity))
             print(_next_steps(service))
-        if _runs(report) < expected:
-            print(f"agentwatch demo: only {_runs(report)} of {expected} runs arrived", file=sys.stderr)
+        if _runs(report) < expected or stored_parity < expected_parity:
+            print(
+                f"agentwatch demo: only {_runs(report) + stored_parity} of {expected + expected_parity} runs arrived",
+                file=sys.stderr,
+            )
             return 1
         if serve:
             progress("collector keeps running (Ctrl-C to stop)")
