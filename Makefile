@@ -48,6 +48,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/instrumentation_overhead.py
 	$(BIN)/python benchmarks/otlp_convert.py
 	$(BIN)/python benchmarks/collector_throughput.py
+	$(BIN)/python benchmarks/agents_overhead.py
+	$(BIN)/python benchmarks/dashboard_queries.py
 
 # Regenerate the committed artifacts (tests fail when these differ from the code).
 generate: $(STAMP)
