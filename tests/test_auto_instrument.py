@@ -186,3 +186,24 @@ def test_launcher_instruments_an_unmodified_langgraph_program(clickhouse_url: st
                 "SELECT Runtime, StopReason, ServiceName FROM agent_runs FINAL WHERE ServiceName = 'graph-service'"
             )
         assert rows == [{"Runtime": "langgraph", "StopReason": "completed", "ServiceName": "graph-service"}] * 3
+
+
+def test_instrument_wraps_every_installed_runtime_and_uninstrument_restores_them() -> None:
+    import agents
+    from langchain_core.tracers import context as tracer_context
+
+    runner_before = dict(agents.Runner.__dict__)
+    hooks_before = list(tracer_context._configure_hooks)
+    try:
+        assert instrument() == ["openai-agents", "langgraph"]
+        assert instrument() == ["openai-agents", "langgraph"]  # idempotent
+        assert agents.Runner.__dict__["run_sync"] is not runner_before["run_sync"]
+        assert len(tracer_context._configure_hooks) == len(hooks_before) + 1
+        uninstrument(runtimes=["langgraph"])
+        assert instrumented_runtimes() == ["openai-agents"]
+        assert tracer_context._configure_hooks == hooks_before
+    finally:
+        uninstrument()
+    assert instrumented_runtimes() == []
+    assert dict(agents.Runner.__dict__) == runner_before
+    assert tracer_context._configure_hooks == hooks_before

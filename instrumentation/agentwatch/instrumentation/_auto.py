@@ -71,9 +71,10 @@ def instrument(
 
     ``options`` go to every selected adapter, so pass only those all of them accept: ``budget``,
     ``tenant_id``, ``version``, ``track``, ``kill_switch``, ``settings`` (or select one runtime
-    with ``runtimes=`` to use its own options). Calling it again changes nothing. Naming a runtime that is unknown or not installed raises
-    ``ConfigError``; an adapter that fails while patching is logged and skipped (raised under
-    pytest), so instrumentation never stops the host from starting.
+    with ``runtimes=`` to use its own options). Calling it again changes nothing. Naming a
+    runtime that is unknown or not installed raises ``ConfigError``; an adapter that fails while
+    patching is logged and skipped (raised under pytest), so instrumentation never stops the host
+    from starting.
     """
     strict = current_settings().strict
     with _lock:

@@ -143,10 +143,10 @@ METADATA_TRACK: Final = "agentwatch_track"
 METADATA_CONVERSATION_ID: Final = "agentwatch_conversation_id"
 
 # Runtime-specific span attributes (outside the shared contract, for people reading a trace).
-LANGGRAPH_STEP: Final = "langgraph.step"
-LANGGRAPH_NODES: Final = "langgraph.nodes"
-LANGGRAPH_RECURSION_LIMIT: Final = "langgraph.recursion_limit"
-UNGOVERNED_RULE: Final = "ungoverned"
+LANGGRAPH_STEP: Final = semconv.LANGGRAPH_STEP
+LANGGRAPH_NODES: Final = semconv.LANGGRAPH_NODES
+LANGGRAPH_RECURSION_LIMIT: Final = semconv.LANGGRAPH_RECURSION_LIMIT
+UNGOVERNED_RULE: Final = semconv.POLICY_RULE_UNGOVERNED
 """``agentwatch.policy.rule`` of a tool call that did not go through the gateway."""
 
 _ROLES: Final = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool", "AIMessageChunk": "assistant"}

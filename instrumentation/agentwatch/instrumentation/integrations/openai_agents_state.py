@@ -63,15 +63,15 @@ audit_logger: Final = logging.getLogger("agentwatch.audit")
 RUNTIME: Final = "openai-agents"
 """``agentwatch.runtime`` of runs driven by the OpenAI Agents SDK."""
 
-# Names the integration adds to the contract (candidates for semconv.py).
-STEP_AGENT: Final = "agentwatch.step.agent"
+# Names the integration adds to the contract (pinned in semconv.py).
+STEP_AGENT: Final = semconv.STEP_AGENT
 """The agent that took a step; differs from the run's ``gen_ai.agent.name`` after a handoff."""
-GUARDRAIL_NAME: Final = "agentwatch.guardrail.name"
-GUARDRAIL_TRIGGERED: Final = "agentwatch.guardrail.triggered"
-MCP_METHOD_NAME: Final = "mcp.method.name"  # OpenTelemetry MCP conventions
-MCP_SERVER_NAME: Final = "agentwatch.mcp.server.name"
-MCP_TOOLS: Final = "agentwatch.mcp.tools"
-UNGOVERNED_RULE: Final = "ungoverned"
+GUARDRAIL_NAME: Final = semconv.GUARDRAIL_NAME
+GUARDRAIL_TRIGGERED: Final = semconv.GUARDRAIL_TRIGGERED
+MCP_METHOD_NAME: Final = semconv.MCP_METHOD_NAME
+MCP_SERVER_NAME: Final = semconv.MCP_SERVER_NAME
+MCP_TOOLS: Final = semconv.MCP_TOOLS
+UNGOVERNED_RULE: Final = semconv.POLICY_RULE_UNGOVERNED
 """``agentwatch.policy.rule`` of a tool call that no gateway decided (the tool was not governed)."""
 
 active_run: Final[ContextVar[SdkRun | None]] = ContextVar("agentwatch_openai_agents_run", default=None)
