@@ -9,8 +9,9 @@ spans, so the figures measure the instrumentation, not a network.
 - ``sdk``: the Agents SDK, not instrumented (the baseline);
 - ``agentwatch``: ``instrument()``ed (run, step, LLM and tool spans; budgets checked);
 - ``agentwatch+gateway``: the same with every tool governed by a ``ToolGateway``;
-- ``openinference`` / ``openlit``: the other OpenTelemetry instrumentations of the SDK, when
-  installed (they are optional; the script reports them as not installed otherwise).
+- ``openinference`` / ``openlit``: the other OpenTelemetry instrumentations of the SDK, exporting
+  into the same dropping exporter, when installed beside agentwatch (they are not dependencies;
+  the script reports them as not installed otherwise).
 
 Run with ``python benchmarks/agents_overhead.py [--runs N] [--repeats N] [--json]``.
 """
@@ -201,20 +202,53 @@ def per_run_us(factory: AgentFactory, runs: int, repeats: int) -> tuple[float, f
     return statistics.median(s[0] for s in samples) / 1e3, statistics.median(s[1] for s in samples) / 1e3
 
 
-def other_instrumentations() -> dict[str, str]:
-    """Other OpenTelemetry instrumentations of the Agents SDK: measured only when installed."""
-    candidates = {
-        "openinference": "openinference.instrumentation.openai_agents",
-        "openlit": "openlit",
-    }
-    status: dict[str, str] = {}
-    for name, module in candidates.items():
-        try:
-            found = importlib.util.find_spec(module) is not None
-        except ModuleNotFoundError:
-            found = False
-        status[name] = "installed (not measured by this version of the script)" if found else "not installed"
-    return status
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def measure_openinference(runs: int, repeats: int) -> tuple[float, float, float] | None:
+    """OpenInference's Agents SDK instrumentor on the same run: (wall, CPU) us per run and spans per run."""
+    if not _installed("openinference.instrumentation.openai_agents"):
+        return None
+    from openinference.instrumentation.openai_agents import (  # type: ignore[import-not-found,unused-ignore]
+        OpenAIAgentsInstrumentor,
+    )
+
+    exporter = DroppingExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(exporter, max_queue_size=65536, max_export_batch_size=4096))
+    instrumentor = OpenAIAgentsInstrumentor()
+    instrumentor.instrument(tracer_provider=provider)
+    try:
+        wall, cpu = per_run_us(plain_agent, runs, repeats)
+        provider.force_flush()
+        spans = exporter.exported / (max(5, runs // 10) + runs * repeats)
+    finally:
+        instrumentor.uninstrument()
+        provider.shutdown()
+    return wall, cpu, spans
+
+
+def measure_openlit(runs: int, repeats: int) -> tuple[float, float, float] | None:
+    """OpenLIT on the same run, when installed (its ``init`` instruments the Agents SDK among others)."""
+    if not _installed("openlit"):
+        return None
+    import openlit  # type: ignore[import-not-found,unused-ignore]
+
+    exporter = DroppingExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(exporter, max_queue_size=65536, max_export_batch_size=4096))
+    openlit.init(tracer=provider.get_tracer("openlit"), disable_metrics=True, collect_gpu_stats=False)
+    try:
+        wall, cpu = per_run_us(plain_agent, runs, repeats)
+        provider.force_flush()
+        spans = exporter.exported / (max(5, runs // 10) + runs * repeats)
+    finally:
+        provider.shutdown()
+    return wall, cpu, spans
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -255,8 +289,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         "agentwatch_gateway_ratio": {"wall": governed[0] / baseline[0], "cpu": governed[1] / baseline[1]},
         "agentwatch_overhead_cpu_us": instrumented[1] - baseline[1],
         "agentwatch_spans_per_run": spans_per_run,
-        "others": other_instrumentations(),
     }
+    # The others last: they add their own processors to the SDK, and OpenLIT cannot be undone.
+    others: dict[str, Any] = {}
+    for name, measure in (("openinference", measure_openinference), ("openlit", measure_openlit)):
+        measured = measure(args.runs, args.repeats)
+        if measured is None:
+            others[name] = "not installed"
+            continue
+        wall, cpu, spans = measured
+        others[name] = {
+            "run_us": {"wall": wall, "cpu": cpu},
+            "ratio": {"wall": wall / baseline[0], "cpu": cpu / baseline[1]},
+            "spans_per_run": spans,
+        }
+    report["others"] = others
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -269,8 +316,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ):
         print(f"  {label:<22} {wall:12.1f} {wall / baseline[0]:5.2f}x {cpu:12.1f} {cpu / baseline[1]:5.2f}x")
     print(f"  agentwatch spans per run: {spans_per_run:.1f}")
-    for name, status in report["others"].items():
-        print(f"  {name}: {status}")
+    for name, other in others.items():
+        if isinstance(other, str):
+            print(f"  {name}: {other} (measured when installed beside agentwatch)")
+            continue
+        wall, cpu = other["run_us"]["wall"], other["run_us"]["cpu"]
+        print(f"  {name:<22} {wall:12.1f} {wall / baseline[0]:5.2f}x {cpu:12.1f} {cpu / baseline[1]:5.2f}x")
+        print(f"  {name} spans per run: {other['spans_per_run']:.1f}")
     return 0
 
 
