@@ -100,6 +100,9 @@ EXPECTED_ALL = {
     },
     "agentwatch.instrumentation.integrations": set(),
     "agentwatch.collectors": set(),
+    "agentwatch.collectors.drift": {
+        "DriftReport", "EvidenceKind", "MetricDrift", "RunRecord", "VERDICTS", "Verdict", "worst",
+    },
     "agentwatch.dashboards": set(),
 }  # fmt: skip
 
