@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
 
 import pytest
@@ -56,6 +57,33 @@ def test_async_run_with_parallel_async_tools(telemetry: Telemetry) -> None:
     late = next(s for s in tools if attrs(s).get(semconv.GEN_AI_TOOL_CALL_ID) is None and s.name.endswith("search"))
     assert attrs(late)[semconv.STEP_INDEX] == 2
     assert attrs(telemetry.run_span())[semconv.RUN_TOOL_CALLS] == 7
+
+
+def test_sync_tools_called_from_async_code_run_off_the_event_loop(telemetry: Telemetry) -> None:
+    # "wait" blocks until "signal" has run: if a sync tool ran on the event loop, the loop would be
+    # stuck inside "wait" and "signal" could never start (the wait then times out and says so).
+    signalled = threading.Event()
+
+    def wait() -> str:
+        run = get_current_run()
+        return f"waited={signalled.wait(timeout=5)} run={run.run_id if run else None}"
+
+    def signal() -> str:
+        signalled.set()
+        return "signalled"
+
+    gateway = ToolGateway(policy=Policy(allow=["kb.*"]), tools={"kb.wait": wait, "kb.signal": signal})
+
+    async def main() -> Any:
+        async with telemetry.run(gateway=gateway) as run, run.step():
+            results = await asyncio.gather(run.acall_tool("kb.wait", {}), run.acall_tool("kb.signal", {}))
+        return run, results
+
+    run, results = asyncio.run(main())
+    assert results == [f"waited=True run={run.run_id}", "signalled"]  # the run's context went with the thread
+    tools = telemetry.tools()
+    assert len(tools) == 2
+    assert all(attrs(s)[semconv.STEP_INDEX] == 1 for s in tools)
 
 
 def test_async_denial_and_budget(telemetry: Telemetry) -> None:

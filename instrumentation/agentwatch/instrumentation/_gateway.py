@@ -219,7 +219,10 @@ class ToolGateway:
         call_id: str | None = None,
         idempotency_key: str | None = None,
     ) -> Any:
-        """Call ``tool`` from async code; async tools are awaited (bounded by the run's time budget)."""
+        """Call ``tool`` from async code: async tools are awaited, sync ones run in a worker thread.
+
+        Either way the call is bounded by the run's time budget.
+        """
         call = self._begin(tool, args, run=run, call_id=call_id, idempotency_key=idempotency_key)
         try:
             self._screen(call)
@@ -232,10 +235,11 @@ class ToolGateway:
                 needs_approval = self._needs_approval(call)
                 approval = await self._approvals.adecide(self._approval_request(call)) if needs_approval else None
                 function, kwargs = self._prepare(call, approval)
-                if self._tools[tool].is_async:
-                    result = await self._aexecute(call, function(**kwargs), approval)
-                else:
-                    result = self._execute(call, function, kwargs, approval)
+                # A sync tool runs in a worker thread (the context, so the run and its span,
+                # goes with it), as the runtimes themselves run sync tools: a slow one must not
+                # stall the event loop, and parallel tool calls keep running in parallel.
+                awaitable = function(**kwargs) if self._tools[tool].is_async else asyncio.to_thread(function, **kwargs)
+                result = await self._aexecute(call, awaitable, approval)
             except BaseException as exc:
                 self._abandon(call, exc)
                 raise
