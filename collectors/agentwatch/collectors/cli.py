@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from agentwatch.collectors.cli_drift import add_drift_command
 from agentwatch.collectors.cli_read import add_read_commands
 
 
@@ -94,6 +95,13 @@ _COLLECTOR_FLAGS = (
     "max_attribute_length",
     "traces_ttl_days",
     "runs_ttl_days",
+    "drift_enabled",
+    "drift_interval_seconds",
+    "drift_window",
+    "drift_since",
+    "drift_alpha",
+    "drift_canary_share",
+    "drift_max_runs",
 )
 
 
@@ -114,10 +122,19 @@ def _add_collector(commands: argparse._SubParsersAction[argparse.ArgumentParser]
         "spool": "directory of the durable spool (default ./agentwatch-spool)",
         "tokens": "tokens file: token -> tenant and scopes (ingest, read)",
         "insecure_allow_remote": "allow listening beyond loopback without tokens",
+        "drift_enabled": "run the drift analyzer (true/false, default true): canary gauges on /metrics",
+        "drift_interval_seconds": "seconds between drift evaluations (default 60)",
+        "drift_window": "how far back canary runs are looked for: 24h, 7d (default 7d)",
+        "drift_since": "fixed window start for every canary (default: each canary's first run)",
+        "drift_alpha": "false-alarm level of the drift tests (default 0.05)",
+        "drift_canary_share": "canary traffic share: 0.1 or support=0.1,billing=0.25 (default: estimated)",
+        "drift_max_runs": "runs per evaluation at most, the earliest first (default 100000)",
     }
     for name in _COLLECTOR_FLAGS:
         flag = "--" + name.replace("_", "-")
-        if SETTING_TYPES[name] is bool:
+        if name == "drift_enabled":  # on by default, so it needs an off switch: --no-drift-enabled
+            collector.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text.get(name))
+        elif SETTING_TYPES[name] is bool:
             collector.add_argument(flag, action="store_const", const=True, default=None, help=help_text.get(name))
         else:
             collector.add_argument(flag, default=None, metavar=name.upper(), help=help_text.get(name))
@@ -152,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=_demo)
     _add_collector(commands)
     add_read_commands(commands)
+    add_drift_command(commands)
     _add_artifact_commands(commands)
     return parser
 

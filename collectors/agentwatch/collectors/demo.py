@@ -15,10 +15,13 @@ import socket
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, cast
 
+from agentwatch.collectors.drift_analyzer import AgentDrift, analyze_all
+from agentwatch.collectors.metrics import CANARY_VERDICT, VERDICT_CODES
 from agentwatch.collectors.queries import RunFilter, Stats, render_stats, stats
 from agentwatch.collectors.schema import RUNS_TABLE
 from agentwatch.collectors.service import CollectorService
@@ -37,7 +40,8 @@ def _port_or_any(preferred: int) -> int:
     return preferred
 
 
-def demo_settings(data_dir: Path) -> CollectorSettings:
+def demo_settings(data_dir: Path, *, drift_since: datetime | None = None) -> CollectorSettings:
+    """The demo's collector: embedded store beside ``data_dir``; drift over this demo's runs only."""
     return CollectorSettings(
         clickhouse=f"chdb://{data_dir}",
         spool=str(data_dir.with_name(data_dir.name + "-spool")),
@@ -45,6 +49,7 @@ def demo_settings(data_dir: Path) -> CollectorSettings:
         otlp_grpc=f"127.0.0.1:{_port_or_any(4317)}",
         metrics=f"127.0.0.1:{_port_or_any(9464)}",
         batch_timeout_seconds=0.2,
+        drift_since=drift_since.isoformat() if drift_since else "",
     ).validate()
 
 
@@ -64,9 +69,14 @@ def _export_fleet(
     exporter = OTLPSpanExporter(endpoint=f"http://127.0.0.1:{service.http_port}/v1/traces")
     provider.add_span_processor(BatchSpanProcessor(exporter, max_queue_size=65536, max_export_batch_size=2048))
     try:
-        for release in (fleet.STABLE, fleet.CANARY):
-            progress(f"  running {runs_per_track} tickets on {release.track} ({release.version}, {release.model_name})")
-            fleet.simulate(runs_per_track, release, tracer_provider=provider)
+        releases = (fleet.STABLE, fleet.CANARY)
+        described = " and ".join(f"{r.track} ({r.version}, {r.model_name})" for r in releases)
+        progress(f"  running {runs_per_track} tickets each on {described}, alternating as a traffic split does")
+        # run by run, as live traffic split between two releases arrives: the drift analysis reads the
+        # runs in the order they ended, and two blocks one after the other would look like a change
+        for index in range(runs_per_track):
+            for release in releases:
+                fleet.simulate(1, release, tracer_provider=provider, seed=FLEET_SEED + index)
         # a clear boundary between the two reports, whatever the clock's resolution
         time.sleep(0.01)
         parity_started = datetime.now(UTC)
@@ -83,6 +93,7 @@ def _export_fleet(
 # The runtimes the example agent is written for, in the order the parity table shows them.
 RUNTIMES: Final = ("custom", "openai-agents", "langgraph")
 PARITY_SEED: Final = 11
+FLEET_SEED: Final = 7  # the example fleet's own default seed
 
 
 def runtime_parity(service: CollectorService, since: datetime) -> list[dict[str, Any]]:
@@ -154,7 +165,7 @@ def run_demo(
 
     started_at = datetime.now(UTC)
     begin = time.perf_counter()
-    service = CollectorService(demo_settings(data_dir))
+    service = CollectorService(demo_settings(data_dir, drift_since=started_at))
     service.start()
     try:
         progress(f"agentwatch demo: collector on OTLP/HTTP :{service.http_port}, embedded ClickHouse at {data_dir}")
@@ -176,19 +187,12 @@ def run_demo(
             report = stats(service.store, window)
             parity = runtime_parity(service, parity_started)
         stored_parity = sum(row["runs"] for row in parity)
+        drift = canary_drift(service, since=started_at, until=parity_started)
         elapsed = time.perf_counter() - begin
-        if as_json:
-            summary = {"expected_runs": expected, "stored_runs": _runs(report), "runtime_parity": parity}
-            print(json.dumps({**report.to_dict(), **summary}, indent=2))
-        else:
-            progress(
-                f"  {_runs(report) + stored_parity} of {expected + expected_parity} runs stored, {elapsed:.1f} s\n"
-            )
-            print(render_stats(report))
-            if parity:
-                print()
-                print(render_parity(parity))
-            print(_next_steps(service))
+        if not as_json:
+            stored = _runs(report) + stored_parity
+            progress(f"  {stored} of {expected + expected_parity} runs stored, {elapsed:.1f} s\n")
+        _print_results(service, report, parity, drift, as_json=as_json, expected=expected)
         if _runs(report) < expected or stored_parity < expected_parity:
             print(
                 f"agentwatch demo: only {_runs(report) + stored_parity} of {expected + expected_parity} runs arrived",
@@ -207,6 +211,69 @@ def run_demo(
         service.stop()
 
 
+def _print_results(
+    service: CollectorService,
+    report: Stats,
+    parity: list[dict[str, Any]],
+    drift: list[AgentDrift],
+    *,
+    as_json: bool,
+    expected: int,
+) -> None:
+    if as_json:
+        summary = {
+            "expected_runs": expected,
+            "stored_runs": _runs(report),
+            "runtime_parity": parity,
+            "drift": [result.to_dict() for result in drift],
+            "drift_gauges": published_verdicts(service),
+        }
+        print(json.dumps({**report.to_dict(), **summary}, indent=2))
+        return
+    print(render_stats(report))
+    if drift:
+        print()
+        print(render_drift(drift, published_verdicts(service)))
+    if parity:
+        print()
+        print(render_parity(parity))
+    print(_next_steps(service))
+
+
+def canary_drift(service: CollectorService, *, since: datetime, until: datetime) -> list[AgentDrift]:
+    """Each canary against stable over the demo's fleet traffic, published as the collector's drift gauges."""
+    results = analyze_all(service.store, replace(service.drift_options, since=since, until=until))
+    if service.drift_loop is not None:
+        service.drift_loop.publisher.publish(results)
+    return results
+
+
+def published_verdicts(service: CollectorService) -> dict[str, dict[str, int]]:
+    """``agentwatch_canary_verdict`` as /metrics shows it: agent → metric → code (0 pass, 1 inconclusive, 2 fail)."""
+    verdicts: dict[str, dict[str, int]] = {}
+    for family in service.metrics.registry.collect():
+        if family.name == CANARY_VERDICT:
+            for sample in family.samples:
+                verdicts.setdefault(sample.labels["agent"], {})[sample.labels["metric"]] = int(sample.value)
+    return {agent: dict(sorted(metrics.items())) for agent, metrics in sorted(verdicts.items())}
+
+
+def render_drift(results: list[AgentDrift], gauges: dict[str, dict[str, int]]) -> str:
+    """The drift report per canary, and what the gauges (and so the alert rules) see."""
+    from agentwatch.collectors.cli_drift import render_report
+
+    names = {code: verdict for verdict, code in VERDICT_CODES.items()}
+    sections = ["Canary drift (canary vs stable, the same report as `agentwatch drift --agent NAME`)"]
+    for result in results:
+        sections.append(render_report(result.to_dict()))
+        worst = max(gauges.get(result.agent, {}).values(), default=None)
+        if worst is not None:
+            sections.append(
+                f'  -> /metrics: max({CANARY_VERDICT}{{agent="{result.agent}"}}) = {worst} ({names[worst]})'
+            )
+    return "\n".join(sections)
+
+
 def _runs(report: Stats) -> int:
     return sum(int(row["runs"]) for row in report.stop_reasons)
 
@@ -218,6 +285,7 @@ def _next_steps(service: CollectorService) -> str:
             "Where to look next:",
             f"  Prometheus metrics   http://127.0.0.1:{service.metrics_port}/metrics",
             "  runs                 agentwatch runs --stop-reason max_tool_calls --track canary",
+            "  canary gate          agentwatch drift --agent support  (exit 1 when the canary is worse)",
             "  one run's trace      agentwatch trace RUN_ID",
             f"  read API             http://127.0.0.1:{service.http_port}/api/v1/runs (with --serve)",
             "  keep it running      agentwatch demo --serve",

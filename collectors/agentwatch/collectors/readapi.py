@@ -9,14 +9,22 @@ they run in the thread pool; a store that is not ready answers 503 with the reas
     GET /api/v1/runs/{run_id}                                                  → {"run": {...}}
     GET /api/v1/runs/{run_id}/trace                                            → {"trace": {...}}
     GET /api/v1/stats?since=&until=&agent=&track=&tenant=                      → {"stats": {...}}
+    GET /api/v1/drift?agent=&since=&until=&mode=&alpha=&canary_share=&tenant=  → {"drift": {...}}
+    GET|POST /api/v1/drift/gate?agent=...&on_inconclusive=pass|fail            → 200 go, 412 halt
+
+The drift report always answers 200 (Argo Rollouts' Web provider reads ``$.drift.verdict``); the gate
+answers 200 when the canary may go on and 412 when it must halt (Flagger webhooks; a POST body's
+``metadata`` may carry the parameters instead of the query string).
 
 Errors are ``{"error": message}`` with 400 (bad parameter), 401/403 (auth), 404 (unknown run) or 503.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
 from typing import Final
 
 from starlette.concurrency import run_in_threadpool
@@ -25,6 +33,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from agentwatch.collectors.auth import Authenticator, AuthError, Principal, Scope
+from agentwatch.collectors.drift_analyzer import (
+    DRIFT_PARAMETERS,
+    AgentDrift,
+    AgentNotFound,
+    DriftOptions,
+    analyze,
+    options_from_params,
+)
 from agentwatch.collectors.queries import (
     InvalidQuery,
     RunFilter,
@@ -96,7 +112,66 @@ def _filter(params: Mapping[str, str], principal: Principal) -> RunFilter:
     )
 
 
+async def _webhook_metadata(request: Request, allowed: frozenset[str]) -> dict[str, str]:
+    """Parameters from a webhook body's ``metadata`` (Flagger sends ``{"name", "namespace", "phase", "metadata"}``)."""
+    body = await request.body()
+    if not body.strip():
+        return {}
+    try:
+        document = json.loads(body)
+    except ValueError:
+        raise InvalidQuery("the request body must be JSON (a Flagger webhook payload)") from None
+    metadata = document.get("metadata") if isinstance(document, dict) else None
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, dict):
+        raise InvalidQuery("metadata must be an object of parameters")
+    unknown = sorted(set(metadata) - allowed)
+    if unknown:
+        raise InvalidQuery(f"unknown parameter {unknown[0]!r} in metadata (expected: {', '.join(sorted(allowed))})")
+    return {str(key): str(value) for key, value in metadata.items()}
+
+
 Handler = Callable[[Request, Principal], Awaitable[Response]]
+
+
+def _drift_handlers(store: StoreReader, defaults: DriftOptions) -> tuple[Handler, Handler]:
+    """The drift report and gate handlers (``/api/v1/drift``, ``/api/v1/drift/gate``)."""
+
+    async def drift_result(request: Request, principal: Principal, extra: frozenset[str]) -> tuple[AgentDrift, str]:
+        params = _single_params(request, DRIFT_PARAMETERS | extra)
+        if request.method == "POST":
+            params = {**await _webhook_metadata(request, DRIFT_PARAMETERS | extra), **params}
+        on_inconclusive = params.pop("on_inconclusive", "pass")
+        if on_inconclusive not in ("pass", "fail"):
+            raise InvalidQuery(f"on_inconclusive must be pass or fail, got {on_inconclusive!r}")
+        tenant = _tenant_for(principal, params.pop("tenant", None))
+        agent, options = options_from_params(params, defaults)
+        options = replace(options, tenant=tenant)
+        try:
+            result = await run_in_threadpool(analyze, store, agent, options)
+        except AgentNotFound as exc:
+            raise _HttpError(404, str(exc)) from None
+        return result, on_inconclusive
+
+    async def drift(request: Request, principal: Principal) -> Response:
+        result, _ = await drift_result(request, principal, frozenset())
+        return JSONResponse({"drift": result.to_dict()})
+
+    async def drift_gate(request: Request, principal: Principal) -> Response:
+        result, on_inconclusive = await drift_result(request, principal, frozenset({"on_inconclusive"}))
+        go = result.verdict == "pass" or (result.verdict == "inconclusive" and on_inconclusive == "pass")
+        body = {
+            "agent": result.agent,
+            "verdict": result.verdict,
+            "go": go,
+            "reasons": list(result.report.reasons),
+            "baseline_runs": result.report.baseline_runs,
+            "canary_runs": result.report.canary_runs,
+        }
+        return JSONResponse(body, status_code=200 if go else 412)
+
+    return drift, drift_gate
 
 
 def read_routes(
@@ -104,8 +179,12 @@ def read_routes(
     store: StoreReader,
     authenticator: Authenticator,
     is_ready: Callable[[], tuple[bool, str]],
+    drift_options: DriftOptions | None = None,
 ) -> list[BaseRoute]:
-    """The ``/api/v1`` routes over ``store``; ``is_ready`` gates them (503 with its reason when not ready)."""
+    """The ``/api/v1`` routes over ``store``; ``is_ready`` gates them (503 with its reason when not ready).
+
+    ``drift_options`` are the drift defaults (the collector's ``drift_*`` settings); parameters override them.
+    """
 
     def guarded(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
@@ -160,7 +239,11 @@ def read_routes(
         result = await run_in_threadpool(stats, store, flt)
         return JSONResponse({"stats": result.to_dict()})
 
+    drift, drift_gate = _drift_handlers(store, drift_options or DriftOptions())
+
     return [
+        Route(f"{API_PREFIX}/drift", guarded(drift), methods=["GET"]),
+        Route(f"{API_PREFIX}/drift/gate", guarded(drift_gate), methods=["GET", "POST"]),
         Route(f"{API_PREFIX}/runs", guarded(runs), methods=["GET"]),
         Route(f"{API_PREFIX}/runs/{{run_id}}", guarded(run), methods=["GET"]),
         Route(f"{API_PREFIX}/runs/{{run_id}}/trace", guarded(trace), methods=["GET"]),

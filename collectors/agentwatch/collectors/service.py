@@ -20,6 +20,7 @@ from typing import Any
 import uvicorn
 
 from agentwatch.collectors.auth import Authenticator
+from agentwatch.collectors.drift_analyzer import DriftLoop, DriftOptions
 from agentwatch.collectors.grpc_server import start_grpc_server
 from agentwatch.collectors.http_app import create_app
 from agentwatch.collectors.metrics import CONTENT_TYPE, CollectorMetrics
@@ -99,6 +100,16 @@ class CollectorService:
             authenticator=self.authenticator,
             redactor=Redactor() if settings.redact else None,
         )
+        self.drift_options = DriftOptions.from_settings(settings)
+        self.drift_loop: DriftLoop | None = None
+        if settings.drift_enabled:
+            self.drift_loop = DriftLoop(
+                self.store,
+                self.metrics,
+                self.drift_options,
+                interval_s=settings.drift_interval_seconds,
+                is_ready=lambda: self.writer.ready,
+            )
         self.http_port = 0
         self.grpc_port = 0
         self.metrics_port = 0
@@ -120,7 +131,12 @@ class CollectorService:
             pipeline=self.pipeline,
             max_body_bytes=self.settings.max_body_bytes,
             is_ready=self._is_ready,
-            extra_routes=read_routes(store=self.store, authenticator=self.authenticator, is_ready=self._is_ready),
+            extra_routes=read_routes(
+                store=self.store,
+                authenticator=self.authenticator,
+                is_ready=self._is_ready,
+                drift_options=self.drift_options,
+            ),
         )
         family = socket.AF_INET6 if ":" in http_host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
@@ -143,6 +159,8 @@ class CollectorService:
             host, port = parse_address(self.settings.metrics, setting="metrics")
             self._metrics_server = start_metrics_server(self.metrics, host, port)
             self.metrics_port = self._metrics_server.server_port
+        if self.drift_loop is not None:
+            self.drift_loop.start()
         deadline = time.monotonic() + 10
         while not server.started and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -173,6 +191,8 @@ class CollectorService:
             self._grpc.stop(grace=2).wait()
         if self._http_thread is not None:
             self._http_thread.join(timeout=10)
+        if self.drift_loop is not None:
+            self.drift_loop.stop()
         self.writer.stop(drain_timeout_s=drain_timeout_s)
         if self._metrics_server is not None:
             self._metrics_server.shutdown()

@@ -54,6 +54,13 @@ class CollectorSettings:
     max_tools_per_agent: int = 50
     max_models_per_agent: int = 20
     redact: bool = True
+    drift_enabled: bool = True
+    drift_interval_seconds: float = 60.0
+    drift_window: str = "7d"  # how far back a canary's runs are looked for
+    drift_since: str = ""  # empty: each canary's window starts at its first run
+    drift_alpha: float = 0.05
+    drift_canary_share: str = ""  # "0.1" for every agent, or "support=0.1,billing=0.25"
+    drift_max_runs: int = 100_000
 
     def validate(self) -> CollectorSettings:
         """Check ranges and addresses; returns self so construction reads as one expression."""
@@ -74,6 +81,7 @@ class CollectorSettings:
             "retry_after_seconds",
             "max_tools_per_agent",
             "max_models_per_agent",
+            "drift_max_runs",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -82,6 +90,7 @@ class CollectorSettings:
             raise SettingsError(
                 f"batch_timeout_seconds must be positive and finite, got {self.batch_timeout_seconds!r}"
             )
+        self._validate_drift()
         if self.traces_ttl_days < 0 or self.runs_ttl_days < 0:
             raise SettingsError("TTLs are days >= 0 (0 keeps data forever)")
         if not (self.clickhouse.startswith(("chdb://", "http://", "https://"))):
@@ -95,6 +104,23 @@ class CollectorSettings:
         except ValueError as exc:
             raise SettingsError(f"clickhouse: {exc}") from None
         return self
+
+    def _validate_drift(self) -> None:
+        if not 0 < self.drift_interval_seconds < math.inf:
+            raise SettingsError(
+                f"drift_interval_seconds must be positive and finite, got {self.drift_interval_seconds!r}"
+            )
+        if not 0 < self.drift_alpha < 0.5:
+            raise SettingsError(f"drift_alpha must be between 0 and 0.5 (e.g. 0.05), got {self.drift_alpha!r}")
+        parse_duration(self.drift_window, setting="drift_window")
+        parse_canary_shares(self.drift_canary_share)
+        if self.drift_since:
+            from agentwatch.collectors.queries import InvalidQuery, parse_since
+
+            try:
+                parse_since(self.drift_since)
+            except InvalidQuery as exc:
+                raise SettingsError(f"drift_since: {exc}") from None
 
     def check_exposure(self) -> None:
         """Refuse to listen beyond loopback without auth unless explicitly allowed (the safe default)."""
@@ -124,6 +150,46 @@ def parse_address(value: str, *, setting: str) -> tuple[str, int]:
         raise SettingsError(f"{setting}: port {port} is out of range")
     host = host.strip("[]") or "0.0.0.0"
     return host, port
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+
+
+def parse_duration(value: str, *, setting: str) -> float:
+    """``30s``, ``15m``, ``24h``, ``7d``, ``2w`` → seconds (> 0)."""
+    match = _DURATION.match(value)
+    seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)] if match else 0.0
+    if not 0 < seconds < math.inf:
+        raise SettingsError(f"{setting} must be a positive duration like 15m, 24h or 7d, got {value!r}")
+    return seconds
+
+
+def parse_canary_shares(value: str) -> dict[str, float]:
+    """``drift_canary_share``: ``0.1`` (every agent) and/or ``agent=0.1`` pairs, comma-separated.
+
+    The result maps agent names to the share of traffic the canary receives; ``""`` holds the
+    share for every agent not named. Each share is strictly between 0 and 1.
+    """
+    shares: dict[str, float] = {}
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        agent, sep, number = item.rpartition("=")
+        agent = agent.strip() if sep else ""
+        if sep and not agent:
+            raise SettingsError(f"drift_canary_share: {item!r} names no agent (use AGENT=SHARE)")
+        try:
+            share = float(number)
+        except ValueError:
+            share = math.nan
+        if not 0 < share < 1:
+            raise SettingsError(
+                f"drift_canary_share: {item!r} must be a share between 0 and 1 exclusive, "
+                "e.g. 0.1 or support=0.1,billing=0.25"
+            )
+        if agent in shares:
+            raise SettingsError(f"drift_canary_share: {agent or 'the default share'} is given twice")
+        shares[agent] = share
+    return shares
 
 
 def is_loopback(host: str) -> bool:
