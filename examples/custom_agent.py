@@ -18,7 +18,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry.sdk.trace import TracerProvider
 
@@ -27,10 +27,16 @@ from agentwatch.instrumentation import (
     AgentWatchConfig,
     ApprovalDecision,
     ApprovalRequest,
+    InstrumentationSettings,
+    Policy,
     StopReason,
+    ToolGateway,
     agent_run,
     load_config,
 )
+
+if TYPE_CHECKING:
+    from agentwatch.collectors.replay import ReplayRequest
 
 CONFIG_PATH = Path(__file__).with_name("agentwatch.yaml")
 AGENT = "support"
@@ -181,10 +187,17 @@ def handle_ticket(
     tracer_provider: TracerProvider | None = None,
     model: ScriptedModel | None = None,
     model_name: str = MODEL,
+    gateway: ToolGateway | None = None,
+    settings: InstrumentationSettings | None = None,
 ) -> AgentRun:
-    """Run the support agent on one ticket; the returned run always has a stop reason."""
+    """Run the support agent on one ticket; the returned run always has a stop reason.
+
+    ``gateway`` replaces the config's (a replay gateway, say); ``settings`` replaces the ones
+    ``configure()`` installed (content capture, for instance).
+    """
     model = model or ScriptedModel(version=version)
-    gateway = config.gateway(TOOLS, approver=on_call_approver, credentials=scoped_credentials)
+    own_gateway = gateway is None
+    gateway = gateway or config.gateway(TOOLS, approver=on_call_approver, credentials=scoped_credentials)
     with agent_run(
         AGENT,
         tenant_id=tenant_id,
@@ -193,6 +206,7 @@ def handle_ticket(
         budget=config.budget,
         gateway=gateway,
         tracer_provider=tracer_provider,
+        settings=settings,
     ) as run:
         run.record_input(ticket)
         while True:
@@ -213,7 +227,8 @@ def handle_ticket(
             if turn.final is not None:
                 run.record_output(turn.final)
                 break
-    gateway.close()
+    if own_gateway:
+        gateway.close()
     return run
 
 
@@ -226,13 +241,59 @@ SCENARIOS: Sequence[tuple[str, str]] = (
 )
 
 
+class SupportReplayTarget:
+    """Replays recorded tickets on one runtime of this agent, for ``agentwatch replay --target``.
+
+    ``handle`` is a runtime's ``handle_ticket`` (this module's, or the Agents SDK or LangGraph
+    example's): it runs the recorded ticket with the replay gateway, the request's tracer provider
+    and settings. The policy and tools are the ones the agent is deployed with; in replay the tools
+    are registered (their names and signatures describe them to the model) but never executed.
+    """
+
+    def __init__(self, runtime: str, handle: Callable[..., AgentRun], config: AgentWatchConfig | None = None) -> None:
+        self.runtime = runtime
+        self.handle = handle
+        self.config = config or load_config(CONFIG_PATH)
+        self.tools: Mapping[str, Callable[..., Any]] = TOOLS
+
+    @property
+    def policy(self) -> Policy:
+        return self.config.policy
+
+    def run(self, request: ReplayRequest, gateway: ToolGateway) -> AgentRun:
+        return self.handle(
+            request.input,
+            config=self.config,
+            tenant_id=request.tenant_id or "",
+            version=request.version or "v1",
+            track=request.track,
+            tracer_provider=request.tracer_provider,
+            gateway=gateway,
+            settings=request.settings,
+        )
+
+
+def replay_target() -> SupportReplayTarget:
+    """``agentwatch replay --target agentwatch_examples.custom_agent:replay_target``: replay onto the custom loop."""
+    return SupportReplayTarget("custom", handle_ticket)
+
+
 def run_scenarios(
-    *, tracer_provider: TracerProvider | None = None, config: AgentWatchConfig | None = None, track: str = "stable"
+    *,
+    tracer_provider: TracerProvider | None = None,
+    config: AgentWatchConfig | None = None,
+    track: str = "stable",
+    settings: InstrumentationSettings | None = None,
 ) -> list[tuple[str, AgentRun]]:
     """Run every scenario once; returns (ticket, run) pairs."""
     config = config or load_config(CONFIG_PATH)
     return [
-        (ticket, handle_ticket(ticket, config=config, tenant_id=tenant, track=track, tracer_provider=tracer_provider))
+        (
+            ticket,
+            handle_ticket(
+                ticket, config=config, tenant_id=tenant, track=track, tracer_provider=tracer_provider, settings=settings
+            ),
+        )
         for tenant, ticket in SCENARIOS
     ]
 

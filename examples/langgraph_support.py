@@ -39,8 +39,17 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.prebuilt import ToolNode, tools_condition
 from opentelemetry.sdk.trace import TracerProvider
 
-from agentwatch.instrumentation import AgentRun, AgentWatchConfig, Budget, StopReason, ToolGateway, load_config
+from agentwatch.instrumentation import (
+    AgentRun,
+    AgentWatchConfig,
+    Budget,
+    InstrumentationSettings,
+    StopReason,
+    ToolGateway,
+    load_config,
+)
 from agentwatch.instrumentation.integrations.langgraph import (
+    RUNTIME,
     AgentwatchCallbackHandler,
     governed_tool_node,
     invoke_graph,
@@ -172,11 +181,12 @@ def handle_ticket(
     model: Any = None,
     model_name: str = MODEL,
     gateway: ToolGateway | None = None,
+    settings: InstrumentationSettings | None = None,
 ) -> AgentRun:
     """Run the support agent on one ticket as a LangGraph graph; the returned run always has a stop reason.
 
     ``model`` is a ``custom_agent.ScriptedModel`` (a fresh one by default), ``gateway`` replaces the
-    config's (a replay gateway, say).
+    config's (a replay gateway, say), ``settings`` the installed ones.
     """
     script = model if model is not None else _custom.ScriptedModel(version=version)
     own_gateway = gateway is None
@@ -196,6 +206,7 @@ def handle_ticket(
         budget=config.budget,
         gateway=gateway,
         tracer_provider=tracer_provider,
+        settings=settings,
     )
     result = invoke_graph(
         graph,
@@ -208,13 +219,27 @@ def handle_ticket(
     return result.run
 
 
+def replay_target() -> Any:
+    """``agentwatch replay --target agentwatch_examples.langgraph_support:replay_target``: onto LangGraph."""
+    return _custom.SupportReplayTarget(RUNTIME, handle_ticket)
+
+
 def run_scenarios(
-    *, tracer_provider: TracerProvider | None = None, config: AgentWatchConfig | None = None, track: str = "stable"
+    *,
+    tracer_provider: TracerProvider | None = None,
+    config: AgentWatchConfig | None = None,
+    track: str = "stable",
+    settings: InstrumentationSettings | None = None,
 ) -> list[tuple[str, AgentRun]]:
     """Run every scenario once; returns (ticket, run) pairs."""
     config = config or load_config(CONFIG_PATH)
     return [
-        (ticket, handle_ticket(ticket, config=config, tenant_id=tenant, track=track, tracer_provider=tracer_provider))
+        (
+            ticket,
+            handle_ticket(
+                ticket, config=config, tenant_id=tenant, track=track, tracer_provider=tracer_provider, settings=settings
+            ),
+        )
         for tenant, ticket in SCENARIOS
     ]
 

@@ -45,7 +45,15 @@ from openai.types.responses.response_usage import InputTokensDetails, OutputToke
 from opentelemetry.sdk.trace import TracerProvider
 from typing_extensions import override
 
-from agentwatch.instrumentation import AgentRun, AgentWatchConfig, StopReason, ToolGateway, agent_run, load_config
+from agentwatch.instrumentation import (
+    AgentRun,
+    AgentWatchConfig,
+    InstrumentationSettings,
+    StopReason,
+    ToolGateway,
+    agent_run,
+    load_config,
+)
 from agentwatch.instrumentation.integrations import openai_agents
 
 
@@ -239,11 +247,17 @@ def handle_ticket(
     tracer_provider: TracerProvider | None = None,
     model: Any = None,
     model_name: str = MODEL,
+    gateway: ToolGateway | None = None,
+    settings: InstrumentationSettings | None = None,
 ) -> AgentRun:
-    """Run the support agent on one ticket with the Agents SDK; the returned run always has a stop reason."""
+    """Run the support agent on one ticket with the Agents SDK; the returned run always has a stop reason.
+
+    ``gateway`` replaces the config's (a replay gateway, say), ``settings`` the installed ones.
+    """
     openai_agents.instrument()  # idempotent; a service calls it once at start-up
     brain = model or custom.ScriptedModel(version=version)
-    gateway = config.gateway(TOOLS, approver=custom.on_call_approver, credentials=custom.scoped_credentials)
+    own_gateway = gateway is None
+    gateway = gateway or config.gateway(TOOLS, approver=custom.on_call_approver, credentials=custom.scoped_credentials)
     agent = build_agent(ticket, gateway, brain=brain, model_name=model_name)
     # The SDK call runs inside the team's own run block: tenant, version, track and budget are
     # chosen here, and a stop (a budget, a denial, the turn limit, a guardrail) ends the block
@@ -257,19 +271,35 @@ def handle_ticket(
         gateway=gateway,
         runtime=openai_agents.RUNTIME,
         tracer_provider=tracer_provider,
+        settings=settings,
     ) as run:
         Runner.run_sync(agent, ticket)
-    gateway.close()
+    if own_gateway:
+        gateway.close()
     return run
 
 
+def replay_target() -> Any:
+    """``agentwatch replay --target agentwatch_examples.openai_agents_support:replay_target``: onto the Agents SDK."""
+    return custom.SupportReplayTarget(openai_agents.RUNTIME, handle_ticket)
+
+
 def run_scenarios(
-    *, tracer_provider: TracerProvider | None = None, config: AgentWatchConfig | None = None, track: str = "stable"
+    *,
+    tracer_provider: TracerProvider | None = None,
+    config: AgentWatchConfig | None = None,
+    track: str = "stable",
+    settings: InstrumentationSettings | None = None,
 ) -> list[tuple[str, AgentRun]]:
     """Run every scenario once; returns (ticket, run) pairs."""
     config = config or load_config(CONFIG_PATH)
     return [
-        (ticket, handle_ticket(ticket, config=config, tenant_id=tenant, track=track, tracer_provider=tracer_provider))
+        (
+            ticket,
+            handle_ticket(
+                ticket, config=config, tenant_id=tenant, track=track, tracer_provider=tracer_provider, settings=settings
+            ),
+        )
         for tenant, ticket in SCENARIOS
     ]
 

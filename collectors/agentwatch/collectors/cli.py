@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from agentwatch.collectors.cli_drift import add_drift_command
 from agentwatch.collectors.cli_read import add_read_commands
+from agentwatch.collectors.cli_replay import add_replay_command
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -169,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=_demo)
     _add_collector(commands)
     add_read_commands(commands)
+    add_replay_command(commands)
     add_drift_command(commands)
     _add_artifact_commands(commands)
     return parser

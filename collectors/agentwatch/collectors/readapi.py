@@ -9,6 +9,7 @@ they run in the thread pool; a store that is not ready answers 503 with the reas
     GET /api/v1/runs/{run_id}                                                  → {"run": {...}}
     GET /api/v1/runs/{run_id}/trace                                            → {"trace": {...}}
     GET /api/v1/stats?since=&until=&agent=&track=&tenant=                      → {"stats": {...}}
+    GET /api/v1/recordings?agent=&track=&tenant=&since=&until=&limit=&run_ids= → {"recordings": [...]}
     GET /api/v1/drift?agent=&since=&until=&mode=&alpha=&canary_share=&tenant=  → {"drift": {...}}
     GET|POST /api/v1/drift/gate?agent=...&on_inconclusive=pass|fail            → 200 go, 412 halt
 
@@ -52,6 +53,7 @@ from agentwatch.collectors.queries import (
     parse_since,
     stats,
 )
+from agentwatch.collectors.replay_recordings import FILTER_PARAMETERS, RecordingFilter, load_recordings
 from agentwatch.collectors.store import StoreError, StoreUnavailable
 
 log = logging.getLogger("agentwatch.collector.readapi")
@@ -234,6 +236,13 @@ def read_routes(
             raise _HttpError(404, "no such run")
         return JSONResponse({"trace": view.to_dict()})
 
+    async def recordings(request: Request, principal: Principal) -> Response:
+        # what `agentwatch replay --collector` replays: runs with their captured input, tool calls and output
+        params = _single_params(request, FILTER_PARAMETERS)
+        flt = RecordingFilter.from_params(params, tenant=_tenant_for(principal, params.get("tenant")))
+        found = await run_in_threadpool(load_recordings, store, flt)
+        return JSONResponse({"recordings": [run.to_dict() for run in found]})
+
     async def fleet_stats(request: Request, principal: Principal) -> Response:
         flt = _filter(_single_params(request, _STATS_PARAMETERS), principal)
         result = await run_in_threadpool(stats, store, flt)
@@ -248,6 +257,7 @@ def read_routes(
         Route(f"{API_PREFIX}/runs/{{run_id}}", guarded(run), methods=["GET"]),
         Route(f"{API_PREFIX}/runs/{{run_id}}/trace", guarded(trace), methods=["GET"]),
         Route(f"{API_PREFIX}/stats", guarded(fleet_stats), methods=["GET"]),
+        Route(f"{API_PREFIX}/recordings", guarded(recordings), methods=["GET"]),
     ]
 
 

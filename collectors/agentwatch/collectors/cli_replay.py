@@ -1,0 +1,285 @@
+"""``agentwatch replay``: re-run recorded runs on another runtime and report parity with the recording.
+
+Recorded runs come from a running collector's read API (``--collector URL``) or a store opened here
+(``--clickhouse URL``), chosen as for ``agentwatch runs``; they are selected by id or by the same
+filters. ``--target module:factory`` names the runtime to replay on (see ``agentwatch.collectors.replay``).
+Progress goes to stderr (when it is a terminal, or with ``--progress``); the report is a table, or
+JSON with ``--json``.
+
+Exit codes: 0 parity met; 1 parity below a threshold; 2 error (bad usage, store or collector
+unreachable, a target that cannot be loaded, or a replay that produced no run); 3 nothing to compare
+(no run matched, or none had a recording).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import IO, Final
+
+from agentwatch.collectors.cli_read import (
+    DEFAULT_COLLECTOR,
+    TOKEN_ENV,
+    CollectorSource,
+    ReadError,
+    StoreSource,
+    _embedded_path,
+    _Unreachable,
+)
+from agentwatch.collectors.queries import InvalidQuery
+from agentwatch.collectors.replay_parity import ParityReport, ParityThresholds, RunParity
+from agentwatch.collectors.replay_recordings import RecordedRun, RecordingFilter, filter_params
+from agentwatch.collectors.settings import DEFAULT_CLICKHOUSE
+
+EXIT_PARITY: Final = 0
+EXIT_BELOW_THRESHOLD: Final = 1
+EXIT_ERROR: Final = 2
+EXIT_NOTHING: Final = 3
+_EXIT_BY_VERDICT: Final = {
+    "pass": EXIT_PARITY,
+    "fail": EXIT_BELOW_THRESHOLD,
+    "error": EXIT_ERROR,
+    "empty": EXIT_NOTHING,
+}
+
+
+# --- where recordings come from ---------------------------------------------------------------------
+
+
+class CollectorRecordings(CollectorSource):
+    """Recordings from a running collector (``GET /api/v1/recordings``)."""
+
+    def recordings(self, params: dict[str, str], flt: RecordingFilter) -> list[RecordedRun]:
+        document = self._get("/api/v1/recordings", params)
+        if document is None:
+            raise ReadError(f"{self.description} has no /api/v1/recordings: upgrade it, or pass --clickhouse URL")
+        return [RecordedRun.from_dict(row) for row in document.get("recordings", [])]
+
+
+class StoreRecordings(StoreSource):
+    """Recordings from a store opened by this process."""
+
+    def recordings(self, params: dict[str, str], flt: RecordingFilter) -> list[RecordedRun]:
+        from agentwatch.collectors.replay_recordings import load_recordings
+
+        result: list[RecordedRun] = self._call(lambda: load_recordings(self._store, flt))
+        return result
+
+
+def open_recordings(args: argparse.Namespace) -> CollectorRecordings | StoreRecordings:
+    """The source the flags name, or the local collector, or the default embedded store if it exists."""
+    token = args.token or os.environ.get(TOKEN_ENV) or None
+    if args.collector:
+        return CollectorRecordings(args.collector, token)
+    if args.clickhouse:
+        return StoreRecordings(args.clickhouse)
+    collector = CollectorRecordings(DEFAULT_COLLECTOR, token)
+    try:
+        collector._get("/readyz", {})
+    except _Unreachable:
+        path = _embedded_path(DEFAULT_CLICKHOUSE)
+        if path is not None and not path.exists():
+            raise ReadError(
+                f"no collector at {DEFAULT_COLLECTOR} and no store at {path}: pass --collector URL or --clickhouse URL"
+            ) from None
+        return StoreRecordings(DEFAULT_CLICKHOUSE)
+    except ReadError:
+        pass  # something answers (maybe 503 while starting): let the real request report it
+    return collector
+
+
+# --- progress and rendering -----------------------------------------------------------------------------
+
+
+class ProgressBar:
+    """A one-line bar on ``stream``, redrawn after each run; silent when disabled."""
+
+    def __init__(self, stream: IO[str], *, enabled: bool, width: int = 30) -> None:
+        self.stream = stream
+        self.enabled = enabled
+        self.width = width
+
+    def __call__(self, done: int, total: int, parity: RunParity) -> None:
+        if not self.enabled:
+            return
+        filled = self.width * done // max(total, 1)
+        bar = "#" * filled + "." * (self.width - filled)
+        self.stream.write(f"\rreplaying [{bar}] {done}/{total} {parity.run_id[:12]} {parity.status:<8}")
+        if done == total:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+def _cells(run: RunParity) -> list[str]:
+    if not run.replayed:
+        return [run.run_id[:12], run.tenant or "-", run.recorded_stop_reason or "-", "-", "-", "-", run.status]
+    stop = run.recorded_stop_reason
+    if not run.stop_reason_agrees:
+        stop = f"{run.recorded_stop_reason} -> {run.replayed_stop_reason}"
+    cost = run.replayed_cost_usd - run.recorded_cost_usd
+    return [
+        run.run_id[:12],
+        run.tenant or "-",
+        stop,
+        f"{run.sequence_similarity:.2f}",
+        f"{run.recorded_steps}->{run.replayed_steps}",
+        f"{cost:+.6f}",
+        run.status,
+    ]
+
+
+def render_report(report: ParityReport) -> str:
+    """The report as a table, the divergences and skips in words, and the verdict."""
+    header = ["RUN", "TENANT", "STOP REASON", "TOOL SEQ", "STEPS", "COST Δ USD", "STATUS"]
+    rows = [_cells(run) for run in report.runs]
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
+    lines = [f"Replay on {report.runtime} ({report.target}): {len(report.runs)} recorded runs"]
+    for cells in [header, *rows]:
+        lines.append("  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True)).rstrip())
+    details = [run for run in report.runs if run.divergences or run.reason or run.target_error]
+    if details:
+        lines.append("")
+    for run in details:
+        lines.append(f"{run.run_id} ({run.status}):")
+        lines.extend(f"  - {text}" for text in (*run.divergences, *((run.reason,) if run.reason else ())))
+        if run.target_error:
+            lines.append(f"  - the target raised {run.target_error}")
+    thresholds = report.thresholds
+    replayed = len(report.replayed)
+    agreeing = sum(run.stop_reason_agrees for run in report.replayed)
+    lines += [
+        "",
+        f"replayed {replayed}, matching {report.count('match')}, diverged {report.count('diverged')}, "
+        f"skipped {report.count('skipped')}, failed {report.count('failed')}",
+        f"stop-reason agreement {agreeing}/{replayed} = {_percent(report.agreement)} "
+        f"(min {_percent(thresholds.min_agreement)})",
+        f"tool-sequence similarity {_percent(report.mean_similarity)} mean (min {_percent(thresholds.min_similarity)})",
+    ]
+    verdicts = {
+        "pass": "-> parity met",
+        "fail": "-> PARITY BELOW THRESHOLD",
+        "error": "-> ERROR: some replays produced no run (see above)",
+        "empty": "-> nothing to compare: no run matched, or none had a recording (enable content capture)",
+    }
+    lines.append(verdicts[report.verdict])
+    return "\n".join(lines)
+
+
+# --- the command ---------------------------------------------------------------------------------------
+
+
+def _fail(message: str, code: int = EXIT_ERROR) -> int:
+    print(f"agentwatch replay: {message}", file=sys.stderr)
+    return code
+
+
+def _selection(args: argparse.Namespace) -> tuple[dict[str, str], RecordingFilter]:
+    params = filter_params(
+        [
+            ("agent", args.agent),
+            ("track", args.track),
+            ("tenant", args.tenant),
+            ("since", args.since),
+            ("until", args.until),
+            ("limit", args.limit),
+            ("run_ids", ",".join(args.run_ids) if args.run_ids else None),
+        ]
+    )
+    return params, RecordingFilter.from_params(params)
+
+
+def replay_command(args: argparse.Namespace) -> int:
+    """``agentwatch replay``: load the target, read the recordings, replay them, report, exit by verdict."""
+    from agentwatch.collectors.replay import TargetError, load_target, replay
+
+    try:
+        thresholds = ParityThresholds(min_agreement=args.min_agreement, min_similarity=args.min_similarity)
+        params, flt = _selection(args)
+    except (ValueError, InvalidQuery) as exc:
+        return _fail(str(exc))
+    try:
+        target = load_target(args.target)
+    except TargetError as exc:
+        return _fail(str(exc))
+    try:
+        source = open_recordings(args)
+    except ReadError as exc:
+        return _fail(str(exc), EXIT_ERROR)
+    try:
+        recordings = source.recordings(params, flt)
+    except (ReadError, InvalidQuery) as exc:
+        return _fail(str(exc), EXIT_ERROR)
+    finally:
+        source.close()
+    progress = ProgressBar(sys.stderr, enabled=args.progress or sys.stderr.isatty())
+    report = replay(recordings, target, target_name=args.target, thresholds=thresholds, progress=progress)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(render_report(report))
+    return _EXIT_BY_VERDICT[report.verdict]
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text!r}")
+    return value
+
+
+def add_replay_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``replay`` to the ``agentwatch`` command (its handler returns the exit code)."""
+    replay = subparsers.add_parser(
+        "replay",
+        help="re-run recorded runs on another runtime and report parity",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    replay.add_argument("run_ids", nargs="*", metavar="RUN_ID", help="replay these runs (default: by the filters)")
+    replay.add_argument(
+        "--target",
+        required=True,
+        metavar="MODULE:FACTORY",
+        help="factory of the runtime to replay on, e.g. agentwatch_examples.openai_agents_support:replay_target "
+        "(MODULE may be a .py path)",
+    )
+    replay.add_argument("--agent", help="only this agent")
+    replay.add_argument("--track", help="only this track (stable, canary, baseline)")
+    replay.add_argument("--tenant", help="only this tenant (a tenant-scoped token is always confined to its own)")
+    replay.add_argument("--since", help="started at or after: 15m, 2h, 7d or ISO-8601")
+    replay.add_argument("--until", help="started at or before: 15m, 2h, 7d or ISO-8601")
+    replay.add_argument("--limit", help="at most this many runs, newest first (default 50)")
+    where = replay.add_mutually_exclusive_group()
+    where.add_argument("--collector", metavar="URL", help=f"a running collector's read API (e.g. {DEFAULT_COLLECTOR})")
+    where.add_argument("--clickhouse", metavar="URL", help=f"open the store directly (e.g. {DEFAULT_CLICKHOUSE})")
+    replay.add_argument("--token", help=f"bearer token for --collector (default: ${TOKEN_ENV})")
+    replay.add_argument(
+        "--min-agreement", type=_fraction, default=0.95, help="least share of runs whose stop reason agrees (0.95)"
+    )
+    replay.add_argument(
+        "--min-similarity", type=_fraction, default=0.90, help="least mean tool-sequence similarity (0.90)"
+    )
+    replay.add_argument("--json", action="store_true", help="machine-readable report")
+    replay.add_argument("--progress", action="store_true", help="progress on stderr even when not a terminal")
+    replay.set_defaults(handler=replay_command)
+
+
+__all__ = [
+    "EXIT_BELOW_THRESHOLD",
+    "EXIT_ERROR",
+    "EXIT_NOTHING",
+    "EXIT_PARITY",
+    "add_replay_command",
+    "open_recordings",
+    "render_report",
+    "replay_command",
+]
