@@ -24,7 +24,7 @@ import pytest
 import uvicorn
 import yaml
 from _chrows import engine_url
-from _collector_proc import ROOT, free_port
+from _collector_proc import ROOT, CollectorProcess, free_port
 from _driftrows import STABLE, WORSE, load_runs, synthetic_runs
 from starlette.applications import Starlette
 from starlette.exceptions import StarletteDeprecationWarning
@@ -358,3 +358,60 @@ def test_the_demo_catches_its_canary_in_the_report_and_the_gauges(tmp_path: Path
     )
     assert table.returncode == EXIT_FAIL, table.stderr
     assert table.stdout.startswith("FAIL: agent support")
+
+
+# --- a real collector -----------------------------------------------------------------------------
+
+
+def _send_fleet(traces_url: str, runs_per_track: int) -> None:
+    """The example fleet over OTLP/HTTP with the official exporter, stable and canary alternating."""
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    from agentwatch.collectors._examples import load_example
+
+    fleet = load_example("fleet")
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=traces_url), max_queue_size=65536))
+    try:
+        for index in range(runs_per_track):
+            for release in (fleet.STABLE, fleet.CANARY):
+                fleet.simulate(1, release, tracer_provider=provider, seed=7 + index)
+    finally:
+        provider.shutdown()
+
+
+@pytest.mark.slow
+def test_a_collector_publishes_the_gauges_serves_the_gate_and_stops_cleanly(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    collector = CollectorProcess(tmp_path / "collector", extra_args=["--drift-interval-seconds", "0.5"]).start()
+    try:
+        _send_fleet(collector.traces_url, 300)
+        deadline = time.monotonic() + 60
+        verdicts: dict[str, float] = {}
+        while time.monotonic() < deadline:
+            text = collector.metrics_text()
+            verdicts = {
+                match.group(1): float(match.group(2))
+                for match in re.finditer(
+                    r'^agentwatch_canary_verdict\{agent="support",metric="([^"]+)"\} (\S+)$', text, re.M
+                )
+            }
+            evalues = re.findall(r'^agentwatch_canary_drift_evalue\{agent="support",metric="[^"]+"\} \S+$', text, re.M)
+            if verdicts and max(verdicts.values()) == 2:
+                break
+            time.sleep(0.5)
+        assert verdicts, collector.log()
+        assert max(verdicts.values()) == 2  # fail: what CanaryDriftDetected pages on
+        assert len(evalues) == len(verdicts) > 5
+        code, out, _ = run_cli(["--agent", "support", "--collector", collector.base_url], capsys)
+        assert code == EXIT_FAIL
+        assert out.startswith("FAIL: agent support")
+        status, body = collector.get("/api/v1/drift/gate?agent=support")
+        assert status == 412
+        assert json.loads(body)["verdict"] == "fail"
+    finally:
+        assert collector.stop(timeout_s=30) == 0
+    assert "Traceback" not in collector.log()
