@@ -237,6 +237,18 @@ def test_a_recorded_tool_error_is_replayed_as_that_error(clickhouse_store: Click
     assert "ReplayedToolError: PermissionError: orders API key missing" in run.target_error
 
 
+def test_a_tool_error_shows_how_runtimes_differ(clickhouse_store: ClickHouseStore) -> None:
+    # The custom loop lets a tool's exception end the run (`error`); the Agents SDK tells the model
+    # the tool failed and the run goes on, so the same recording completes there: a real difference.
+    report = replay_on(AGENTS_SDK, stored(clickhouse_store, recorded_tool_error()))
+    [run] = report.runs
+    assert run.status == "diverged"
+    assert run.divergences[0] == "stop reason error -> completed"
+    assert run.sequence_similarity == 1.0  # the same call, answered with the same recorded error
+    assert run.target_error is None
+    assert report.verdict == "fail"
+
+
 def test_runs_recorded_without_content_capture_are_skipped_with_the_reason(clickhouse_store: ClickHouseStore) -> None:
     uncaptured = recorded_scenarios("custom_agent", capture=False)
     recordings = stored(clickhouse_store, uncaptured, recorded_scenarios("custom_agent"))

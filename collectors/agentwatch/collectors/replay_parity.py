@@ -22,6 +22,7 @@ Verdict = Literal["pass", "fail", "error", "empty"]
 
 _COST_TOLERANCE_USD: Final = 1e-9
 _LABEL_ARGUMENTS: Final = 60
+_LISTED_CALLS: Final = 2  # a run that skipped a dozen calls is summed up, not listed
 
 
 def canonical_arguments(text: str) -> str:
@@ -168,6 +169,14 @@ def _first_difference(recorded: Sequence[ToolStep], replayed: Sequence[ToolStep]
     return None
 
 
+def _never_made(steps: Sequence[ToolStep]) -> str:
+    if len(steps) == 1:
+        return f"never called the recorded {steps[0].label()}"
+    shown = ", ".join(step.label() for step in steps[:_LISTED_CALLS])
+    more = f" and {len(steps) - _LISTED_CALLS} more" if len(steps) > _LISTED_CALLS else ""
+    return f"never called {len(steps)} recorded calls: {shown}{more}"
+
+
 def compare(recorded: RecordedRun, replayed: ReplayOutcome) -> RunParity:
     """Score one replay against its recording."""
     mine = recorded_steps(recorded)
@@ -179,7 +188,8 @@ def compare(recorded: RecordedRun, replayed: ReplayOutcome) -> RunParity:
         f"called {step.label()}, which the recording does not have: refused, not executed"
         for step in replayed.unrecorded
     )
-    divergences.extend(f"never called the recorded {step.label()}" for step in replayed.never_made)
+    if replayed.never_made:
+        divergences.append(_never_made(replayed.never_made))
     difference = _first_difference(mine, theirs)
     if difference is not None:
         divergences.append(difference)
