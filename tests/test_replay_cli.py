@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -146,8 +147,6 @@ def test_a_divergent_runtime_fails_parity_with_exit_one(
     assert "-> PARITY BELOW THRESHOLD" in out
     assert "stop-reason agreement 1/5 = 20.0%" in out
     assert out.count('called db.write{"row":{},"table":"audit"}, which the recording does not have') == 5
-    import sys
-
     assert sys.modules["agentwatch_replay_target.divergent_target"].WRITES == []  # refused, never executed
 
 
