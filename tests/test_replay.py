@@ -11,9 +11,20 @@ from typing import Any
 
 import pytest
 from _replaydata import ORDER_TICKET, RecordedFleet, recorded_scenarios, recorded_tool_error
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from agentwatch.collectors._examples import load_example
-from agentwatch.collectors.replay import ReplayRequest, TargetError, load_target, replay, served_value
+from agentwatch.collectors.replay import (
+    ReplayRecording,
+    ReplayRequest,
+    TargetError,
+    load_target,
+    replay,
+    replay_settings,
+    served_value,
+)
 from agentwatch.collectors.replay_parity import (
     ParityReport,
     ParityThresholds,
@@ -21,9 +32,9 @@ from agentwatch.collectors.replay_parity import (
     edit_distance,
     sequence_similarity,
 )
-from agentwatch.collectors.replay_recordings import RecordedRun, RecordingFilter, load_recordings
+from agentwatch.collectors.replay_recordings import RecordedRun, RecordedToolCall, RecordingFilter, load_recordings
 from agentwatch.collectors.store import ClickHouseStore
-from agentwatch.instrumentation import AgentRun, Policy, ToolGateway
+from agentwatch.instrumentation import AgentRun, KillSwitchEngaged, Policy, ToolDenied, ToolGateway, semconv
 
 pytest_plugins = ["_chstore"]
 
@@ -93,6 +104,14 @@ def test_custom_loop_replayed_on_the_custom_loop_is_perfect(clickhouse_store: Cl
     assert all(run.skip_reason is None for run in recordings)
     report = replay_on(CUSTOM, recordings)
     assert_perfect(report, 5)
+    # answered from the recording; refusals are refused again: by the policy, or as the approver did
+    dispositions = {run.recorded_stop_reason: [s.disposition for s in run.replayed_tools] for run in report.runs}
+    assert dispositions == {
+        "completed": ["replayed"],
+        "max_tool_calls": ["replayed"] * 12,
+        "policy_denied": ["denied"],
+        "approval_rejected": ["rejected"],
+    }
     assert all(run.output_matches is not False for run in report.runs)
     assert sum(run.output_matches is True for run in report.runs) == 2  # the two completed tickets
     assert report.to_dict()["summary"]["stop_reasons"]["max_tool_calls -> max_tool_calls"] == 1
@@ -218,6 +237,51 @@ def test_a_runtime_that_skips_tools_is_reported_call_by_call(clickhouse_store: C
     assert "stop reason max_tool_calls -> completed" in looping.divergences
     assert "tool sequence differs from call 1" in " ".join(looping.divergences)
     assert "steps 13 -> 1" in looping.divergences
+
+
+def test_recorded_refusals_are_refused_again_and_no_tool_ever_runs() -> None:
+    executed: list[str] = []
+
+    def write(table: str) -> str:
+        executed.append(table)
+        return "written"
+
+    calls = [
+        RecordedToolCall("db.write", '{"table": "a"}', "", "killed", "blocked", "kill_switch", 1),
+        RecordedToolCall("db.write", '{"table": "b"}', "", "killed", "blocked", "kill_switch_unavailable", 1),
+        RecordedToolCall("db.write", '{"table": "c"}', '{"rows": 1}', "allowed", "ok", "allow:db.write", 1),
+        RecordedToolCall("db.write", '{"table": "d"}', "", "allowed", "ok", "allow:db.write", 2),
+    ]
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    settings = replay_settings(None)
+    recording = ReplayRecording(calls, redactor=settings.redactor)
+    gateway = ToolGateway(
+        policy=Policy(allow=["db.*"]),
+        tools={"db.write": write},
+        replay=recording,
+        settings=settings,
+        tracer_provider=provider,
+    )
+    with pytest.raises(KillSwitchEngaged):
+        gateway.call("db.write", {"table": "a"})
+    with pytest.raises(ToolDenied, match="refused in the recording"):
+        gateway.call("db.write", {"table": "b"})
+    assert gateway.call("db.write", {"table": "c"}) == {"rows": 1}
+    with pytest.raises(ToolDenied) as again:
+        gateway.call("db.write", {"table": "c"})  # a recorded call answers once
+    assert again.value.rule == "replay_unrecorded"
+    assert executed == []
+    assert [call.arguments for call in recording.never_made()] == ['{"table": "d"}']
+    spans = [span.attributes or {} for span in exporter.get_finished_spans()]
+    assert [(a[semconv.TOOL_DISPOSITION], a[semconv.TOOL_OUTCOME]) for a in spans] == [
+        ("killed", "blocked"),
+        ("killed", "blocked"),
+        ("replayed", "ok"),
+        ("denied", "blocked"),
+    ]
+    assert spans[0][semconv.GEN_AI_TOOL_CALL_ARGUMENTS] == '{"table": "a"}'
 
 
 # --- what a recording holds ------------------------------------------------------------------------------

@@ -49,6 +49,9 @@ class ToolStep:
         """What sequences are compared on (the disposition is a consequence, not the behaviour)."""
         return (self.tool, self.arguments)
 
+    def to_dict(self) -> dict[str, str]:
+        return {"tool": self.tool, "arguments": self.arguments, "disposition": self.disposition}
+
     def label(self) -> str:
         arguments = self.arguments if len(self.arguments) <= _LABEL_ARGUMENTS else self.arguments[:57] + "..."
         return f"{self.tool}{arguments}" if arguments.startswith("{") else f"{self.tool}({arguments})"
@@ -115,6 +118,8 @@ class RunParity:
     divergences: tuple[str, ...] = ()
     replay_run_id: str = ""
     target_error: str | None = None
+    recorded_tools: tuple[ToolStep, ...] = ()
+    replayed_tools: tuple[ToolStep, ...] = ()
 
     @property
     def replayed(self) -> bool:
@@ -149,6 +154,10 @@ class RunParity:
             never_made_calls=list(self.never_made),
             divergences=list(self.divergences),
             target_error=self.target_error,
+            tool_sequence={
+                "recorded": [step.to_dict() for step in self.recorded_tools],
+                "replayed": [step.to_dict() for step in self.replayed_tools],
+            },
         )
         return out
 
@@ -224,6 +233,8 @@ def compare(recorded: RecordedRun, replayed: ReplayOutcome) -> RunParity:
         divergences=tuple(divergences),
         replay_run_id=replayed.run_id,
         target_error=replayed.target_error,
+        recorded_tools=mine,
+        replayed_tools=theirs,
     )
 
 
