@@ -102,9 +102,9 @@ _SUMMARY_KEYS: Final = ("share", "median", "mean")
 def _number(value: float) -> str:
     if not math.isfinite(value):
         return str(value)
-    if value == 0 or 0.01 <= abs(value) < 10_000:
-        return f"{value:.3g}" if abs(value) < 1 else f"{value:,.2f}".rstrip("0").rstrip(".")
-    return f"{value:.2e}"
+    if value == 0 or 0.01 <= abs(value) < 1000:
+        return f"{value:.3g}"
+    return f"{value:,.0f}" if 1000 <= abs(value) < 100_000 else f"{value:.2e}"
 
 
 def _summary(values: Mapping[str, float]) -> str:
