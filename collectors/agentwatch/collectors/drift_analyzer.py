@@ -535,8 +535,10 @@ class DriftLoop:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            waiting_for_store = not self._is_ready()
             self.run_once()
-            self._stop.wait(self.interval_s)
+            # while the store comes up (schema being applied), look again soon rather than an interval later
+            self._stop.wait(min(self.interval_s, 1.0) if waiting_for_store else self.interval_s)
 
     def start(self) -> DriftLoop:
         self._thread = threading.Thread(target=self._run, name="agentwatch-drift", daemon=True)
