@@ -132,10 +132,12 @@ def test_custom_loop_replayed_on_the_agents_sdk_and_back(clickhouse_store: Click
     assert {run.replayed_stop_reason for run in report.runs} == FIVE_REASONS
 
 
-def test_custom_loop_replayed_on_langgraph(clickhouse_store: ClickHouseStore) -> None:
-    report = replay_on(LANGGRAPH, stored(clickhouse_store, recorded_scenarios("custom_agent")))
+@pytest.mark.parametrize("source", ["custom_agent", "openai_agents_support", "langgraph_support"])
+@pytest.mark.parametrize("target", [CUSTOM, AGENTS_SDK, LANGGRAPH])
+def test_every_runtime_replays_onto_every_runtime(source: str, target: str, clickhouse_store: ClickHouseStore) -> None:
+    report = replay_on(target, stored(clickhouse_store, recorded_scenarios(source)))
     assert_perfect(report, 5)
-    assert report.runtime == "langgraph"
+    assert {run.replayed_stop_reason for run in report.runs} == FIVE_REASONS
 
 
 # --- divergent runtimes ---------------------------------------------------------------------------------
