@@ -286,6 +286,17 @@ def test_recorded_refusals_are_refused_again_and_no_tool_ever_runs() -> None:
     assert spans[0][semconv.GEN_AI_TOOL_CALL_ARGUMENTS] == '{"table": "a"}'
 
 
+def test_a_target_whose_tools_cannot_make_a_gateway_fails_its_runs(clickhouse_store: ClickHouseStore) -> None:
+    target = ModelSwapTarget(HastyModel)
+    target.tools = {"kb.search": "not a function"}  # type: ignore[dict-item]  # what a broken target does
+    report = replay(stored(clickhouse_store, recorded_scenarios("custom_agent"), limit=1), target)
+    [run] = report.runs
+    assert run.status == "failed"
+    assert run.reason is not None
+    assert "cannot make a gateway: tool 'kb.search' is not callable" in run.reason
+    assert report.verdict == "error"
+
+
 # --- what a recording holds ------------------------------------------------------------------------------
 
 

@@ -7,6 +7,8 @@ import json
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -208,3 +210,15 @@ def test_store_or_collector_down_is_a_clear_error(capsys: pytest.CaptureFixture[
     code, _, err = run_cli(["--collector", f"http://127.0.0.1:{port}", "--target", CUSTOM], capsys)
     assert code == 2
     assert err.startswith(f"agentwatch replay: cannot reach collector http://127.0.0.1:{port}")
+
+
+def test_the_recordings_route_refuses_unknown_and_malformed_parameters(collector: str) -> None:
+    refusals = (("colour=blue", "unknown parameter 'colour'"), ("run_ids=a%20b", "run id 'a b' is malformed"))
+    for query, message in refusals:
+        request = urllib.request.Request(
+            f"{collector}/api/v1/recordings?{query}", headers={"Authorization": "Bearer acme-reader"}
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10)
+        assert refused.value.code == 400
+        assert message in json.loads(refused.value.read())["error"]

@@ -365,9 +365,13 @@ def replay_run(
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    gateway = ToolGateway(
-        policy=target.policy, tools=target.tools, replay=recording, tracer_provider=provider, settings=settings
-    )
+    try:
+        gateway = ToolGateway(
+            policy=target.policy, tools=target.tools, replay=recording, tracer_provider=provider, settings=settings
+        )
+    except (TypeError, ValueError) as exc:  # a tool that is not callable, a policy that is not one
+        provider.shutdown()
+        return not_replayed(recorded, "failed", f"the target's policy or tools cannot make a gateway: {exc}")
     request = ReplayRequest(
         input=recorded.input,
         agent=recorded.agent,
