@@ -15,10 +15,14 @@ from pathlib import Path
 import pytest
 import uvicorn
 from _chrows import engine_url
-from _replaydata import recorded_scenarios
+from _otlp_clients import running_collector
+from _replaydata import capture_settings, recorded_scenarios
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from starlette.applications import Starlette
 from test_cli_read import free_port
 
+from agentwatch.collectors._examples import load_example
 from agentwatch.collectors.auth import Authenticator
 from agentwatch.collectors.cli import build_parser
 from agentwatch.collectors.readapi import read_routes
@@ -222,3 +226,26 @@ def test_the_recordings_route_refuses_unknown_and_malformed_parameters(collector
             urllib.request.urlopen(request, timeout=10)
         assert refused.value.code == 400
         assert message in json.loads(refused.value.read())["error"]
+
+
+def test_agents_sdk_runs_recorded_through_a_live_collector_replay_on_the_custom_loop(
+    clickhouse_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # the whole path: the Agents SDK example with content capture, the official OTLP/HTTP exporter,
+    # the collector (decode, redact, spool, ClickHouse, views), its read API, then replay
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    with running_collector(clickhouse_url, tmp_path) as collector:
+        provider = TracerProvider()
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=collector.traces_url)))
+        results = load_example("openai_agents_support").run_scenarios(
+            tracer_provider=provider, settings=capture_settings()
+        )
+        provider.shutdown()
+        collector.drain()
+        code, out, err = run_cli(["--collector", collector.base_url, "--target", CUSTOM, "--json"], capsys)
+    assert code == 0, out + err
+    report = json.loads(out)
+    assert {run["run_id"] for run in report["runs"]} == {run.run_id for _, run in results}
+    assert report["summary"]["matching"] == 5
+    assert {run["recorded_runtime"] for run in report["runs"]} == {"openai-agents"}
