@@ -241,7 +241,7 @@ def add_replay_command(subparsers: argparse._SubParsersAction[argparse.ArgumentP
     replay = subparsers.add_parser(
         "replay",
         help="re-run recorded runs on another runtime and report parity",
-        description=__doc__,
+        description=(__doc__ or "").replace("``", ""),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     replay.add_argument("run_ids", nargs="*", metavar="RUN_ID", help="replay these runs (default: by the filters)")
