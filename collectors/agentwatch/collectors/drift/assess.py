@@ -14,8 +14,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-import numpy as np
-
 from agentwatch.collectors.drift import distributions, stopreasons
 from agentwatch.collectors.drift.config import (
     STOP_REASON_CATEGORIES,
@@ -74,7 +72,11 @@ def distribution_metric(
     settings: DriftSettings,
     confidence: float,
 ) -> MetricDrift:
-    """A rank-compared metric: Hodges-Lehmann shift and interval, relative to the baseline median."""
+    """A rank-compared metric: evidence from ranks, effect the Hodges-Lehmann shift, floor on the mean.
+
+    The practical floor ("up 10%") is judged on the ratio of means and its delta-method interval:
+    a median shift is too coarse for counts such as steps, where it jumps from 0 to a whole step.
+    """
     floor = settings.floors.relative_increase
     shortfall = sample_shortfall(len(baseline), len(canary), settings)
     if len(baseline) == 0 or len(canary) == 0:
@@ -83,13 +85,16 @@ def distribution_metric(
         return MetricDrift(name, "inconclusive", *summaries, None, None, evidence.value, evidence.kind, (why,))
     shift = distributions.hodges_lehmann(baseline, canary)
     low, high = distributions.moses_interval(baseline, canary, confidence)
-    scale = float(np.median(baseline)) or float(baseline.mean())
-    relative, relative_high = (shift / scale, high / scale) if scale > 0 else (_sign_inf(shift), _sign_inf(high))
+    ratio = distributions.delta_mean_ratio(baseline, canary, confidence)
+    if ratio is not None:
+        relative, relative_high = ratio.ratio - 1.0, ratio.interval[1] - 1.0
+    else:  # a zero mean: any canary increase over an all-zero baseline is unbounded
+        relative = relative_high = _sign_inf(float(canary.mean()) - float(baseline.mean()))
     fails = evidence.significant and relative >= floor
     verdict = _verdict(shortfall, fails, relative_high < floor)
     described = (
-        f"{name}: canary shifted by {shift:+.4g} ({relative:+.1%} of the baseline median), "
-        f"{confidence:.0%} interval [{low:.4g}, {high:.4g}]; {evidence.describe()}"
+        f"{name}: canary shifted by {shift:+.4g} (Hodges-Lehmann, {confidence:.0%} interval [{low:.4g}, {high:.4g}]), "
+        f"mean {relative:+.1%}; {evidence.describe()}"
     )
     reasons = [shortfall] if shortfall else []
     reasons.append(described)

@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 FloatArray = npt.NDArray[np.float64]
-_BRUTE_FORCE_PAIRS = 1_000_000
+_BRUTE_FORCE_PAIRS = 100_000
 BOOTSTRAP_RESAMPLES = 1999
 BOOTSTRAP_SEED = 20221128
 """Fixed, so that every replica computing the same report gets the same interval."""
@@ -41,22 +41,34 @@ def kth_difference(baseline_sorted: FloatArray, canary_sorted: FloatArray, k: in
     if n * m <= _BRUTE_FORCE_PAIRS:
         differences = (canary_sorted[:, None] - baseline_sorted[None, :]).ravel()
         return float(np.partition(differences, k - 1)[k - 1])
-    low = float(canary_sorted[0] - baseline_sorted[-1])  # count(low) >= 1 but may be < k
-    high = float(canary_sorted[-1] - baseline_sorted[0])  # count(high) = n m >= k
-    if _count_at_most(baseline_sorted, canary_sorted, low) >= k:
-        return low
+    # Bisection on the value until few differences lie in (low, high], then select among those exactly.
+    # Margins keep the end counts exact despite rounding in y - d: count(low) = 0 < k <= count(high) = n m.
+    smallest, largest = float(canary_sorted[0] - baseline_sorted[-1]), float(canary_sorted[-1] - baseline_sorted[0])
+    low, high = smallest - abs(smallest) - 1.0, largest + abs(largest) + 1.0
+    below = 0
     for _ in range(200):
+        if _count_at_most(baseline_sorted, canary_sorted, high) - below <= 4 * (n + m):
+            break
         middle = low + (high - low) / 2
         if middle in (low, high):
-            break
-        if _count_at_most(baseline_sorted, canary_sorted, middle) >= k:
+            # (low, high] is as narrow as floats go yet holds many differences: they are ties of one
+            # value, so the k-th is the largest actual difference <= high.
+            index = np.searchsorted(baseline_sorted, canary_sorted - high, side="left")
+            valid = index < n
+            return float(np.max(canary_sorted[valid] - baseline_sorted[index[valid]]))
+        counted = _count_at_most(baseline_sorted, canary_sorted, middle)
+        if counted >= k:
             high = middle
         else:
-            low = middle
-    # Snap to the largest actual difference <= high: it has the same count, so it is the k-th.
-    index = np.searchsorted(baseline_sorted, canary_sorted - high, side="left")
-    valid = index < n
-    return float(np.max(canary_sorted[valid] - baseline_sorted[index[valid]]))
+            low, below = middle, counted
+    # The differences in (low, high]: for canary value y, the baseline values in [y - high, y - low).
+    start = np.searchsorted(baseline_sorted, canary_sorted - high, side="left")
+    stop = np.searchsorted(baseline_sorted, canary_sorted - low, side="left")
+    lengths = stop - start
+    owner = np.repeat(np.arange(m), lengths)
+    offsets = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    candidates = canary_sorted[owner] - baseline_sorted[start[owner] + offsets]
+    return float(np.partition(candidates, k - below - 1)[k - below - 1])
 
 
 def hodges_lehmann(baseline: FloatArray, canary: FloatArray) -> float:

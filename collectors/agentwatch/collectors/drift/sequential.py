@@ -169,8 +169,16 @@ class SequentialMonitor:
             self._chunks = [self._runs]
         return self._runs
 
-    def report(self) -> DriftReport:
-        """The sequential report on everything seen so far."""
+    def report(self, families: Sequence[str] | None = None) -> DriftReport:
+        """The sequential report on everything seen so far (only ``families`` of the tested ones, if given).
+
+        A family's verdict does not depend on the others, so a partial report's metrics are the
+        full report's (the alpha split stays that of all tested families).
+        """
+        wanted = self.settings.metrics if families is None else tuple(families)
+        unknown = [name for name in wanted if name not in self.settings.metrics]
+        if unknown:
+            raise ValueError(f"families {unknown} are not monitored; monitored: {list(self.settings.metrics)}")
         runs = self._all_runs()
         base, cand = runs.select(~runs.canary), runs.select(runs.canary)
         confidence = 1.0 - self.alpha
@@ -181,7 +189,7 @@ class SequentialMonitor:
         if distrust:
             extra.append(distrust)
         metrics: list[MetricDrift] = []
-        for name in self.settings.metrics:
+        for name in wanted:
             evidence = _evidence(log_e[name], threshold)
             if name == STOP_REASON_METRIC:
                 metrics.extend(self._reason_metrics(evidence, confidence, distrust))

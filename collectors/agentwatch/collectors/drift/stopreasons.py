@@ -214,20 +214,20 @@ def bernoulli_log_evalue(
 
 
 def reason_log_evalues(
-    baseline: CountArray, canary: CountArray, canary_share: float, *, ratio: float = 1.5
+    baseline: npt.ArrayLike, canary: npt.ArrayLike, canary_share: float, *, ratio: float = 1.5
 ) -> npt.NDArray[np.float64]:
-    """Per reason, log e-value that the canary is worse on it (bad reasons: more often; ``completed``: less)."""
-    _check_counts(baseline, canary)
+    """Per reason, log e-value that the canary is worse on it (bad reasons: more often; ``completed``: less).
+
+    Counts are indexed like ``STOP_REASON_CATEGORIES`` along the last axis; leading axes (e.g. one
+    row per look) are computed element-wise.
+    """
+    b, c = _check_counts(baseline, canary)
     kappa = prior_concentration(canary_share, ratio)
-    values = [
-        float(
-            bernoulli_log_evalue(
-                canary[k], baseline[k] + canary[k], canary_share, kappa, "less" if k == 0 else "greater"
-            )
-        )
-        for k in range(len(STOP_REASON_CATEGORIES))
-    ]
-    return np.array(values, dtype=np.float64)
+    total = b + c
+    result = np.empty(c.shape, dtype=np.float64)
+    result[..., :1] = bernoulli_log_evalue(c[..., :1], total[..., :1], canary_share, kappa, "less")
+    result[..., 1:] = bernoulli_log_evalue(c[..., 1:], total[..., 1:], canary_share, kappa, "greater")
+    return result
 
 
 def stop_reason_log_evalue(
@@ -243,12 +243,14 @@ def traffic_share_log_evalue(baseline_runs: int, canary_runs: int, canary_share:
     return float(bernoulli_log_evalue(canary_runs, baseline_runs + canary_runs, canary_share, kappa, "both"))
 
 
-def _check_counts(baseline: CountArray, canary: CountArray) -> None:
+def _check_counts(baseline: npt.ArrayLike, canary: npt.ArrayLike) -> tuple[CountArray, CountArray]:
+    b, c = np.asarray(baseline), np.asarray(canary)
     size = len(STOP_REASON_CATEGORIES)
-    if baseline.shape != (size,) or canary.shape != (size,):
+    if b.shape != c.shape or b.ndim == 0 or b.shape[-1] != size:
         raise ValueError(f"count vectors must have {size} entries, one per STOP_REASON_CATEGORIES")
-    if np.any(baseline < 0) or np.any(canary < 0):
-        raise ValueError("counts must be non-negative")
+    if not (np.all(np.isfinite(b)) and np.all(np.isfinite(c))) or np.any(b < 0) or np.any(c < 0):
+        raise ValueError("counts must be non-negative numbers")
+    return b.astype(np.int64), c.astype(np.int64)
 
 
 def counts_of(reasons: npt.NDArray[np.int64]) -> CountArray:
