@@ -50,6 +50,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/collector_throughput.py
 	$(BIN)/python benchmarks/agents_overhead.py
 	$(BIN)/python benchmarks/dashboard_queries.py
+	$(BIN)/python benchmarks/drift_quality.py
 
 # Regenerate the committed artifacts (tests fail when these differ from the code).
 generate: $(STAMP)
