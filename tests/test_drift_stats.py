@@ -262,3 +262,15 @@ def test_bad_input_is_a_clear_error() -> None:
         stopreasons.stop_reason_log_evalue(np.zeros(3, dtype=np.int64), np.zeros(3, dtype=np.int64), 0.1)
     with pytest.raises(ValueError, match="canary_share"):
         stopreasons.stop_reason_log_evalue(_counts(completed=1), _counts(completed=1), 1.0)
+
+
+def test_delta_method_mean_ratio_by_hand() -> None:
+    x, y = np.array([1.0, 2.0, 3.0, 4.0]), np.array([2.0, 3.0, 4.0, 5.0, 6.0])
+    estimate = distributions.delta_mean_ratio(x, y, 0.95)
+    assert estimate is not None
+    assert estimate.p_value is not None
+    spread = math.sqrt(np.var(x, ddof=1) / (4 * 2.5**2) + np.var(y, ddof=1) / (5 * 4.0**2))
+    assert estimate.ratio == pytest.approx(1.6)
+    assert estimate.interval == pytest.approx((1.6 * math.exp(-1.959964 * spread), 1.6 * math.exp(1.959964 * spread)))
+    assert estimate.p_value == pytest.approx(float(stats.norm.sf(math.log(1.6) / spread)))
+    assert distributions.delta_mean_ratio(np.zeros(5), y, 0.95) is None

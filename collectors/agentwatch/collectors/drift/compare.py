@@ -3,7 +3,11 @@
 Valid for a single look at a sample size chosen in advance. Looking again and again as data
 arrive inflates false alarms (the drift benchmark measures by how much); continuous monitoring
 belongs to ``SequentialMonitor``. Alpha is split evenly across the metric families tested
-(Bonferroni); within the stop-reason family the per-reason tests are Holm-corrected.
+(Bonferroni); within the stop-reason family the per-reason tests are Holm-corrected. The mix is
+a G-test (reasons below five expected runs pooled), each bad reason a one-sided Fisher exact test;
+cost, steps, tool calls and duration a one-sided Mann-Whitney test with the Hodges-Lehmann shift;
+the mean cost a seeded percentile bootstrap of the ratio of means (the delta method above
+``distributions.BOOTSTRAP_MAX_RUNS`` runs). Practical floors: see ``config.Floors``.
 """
 
 from __future__ import annotations
@@ -108,7 +112,12 @@ def _mean_cost(
 ) -> MetricDrift:
     x, y = base.cost_usd, cand.cost_usd
     enough = sample_shortfall(len(x), len(y), settings) is None
-    estimate = distributions.bootstrap_mean_ratio(x, y, confidence) if enough else None
+    if not enough:
+        estimate = None
+    elif len(x) + len(y) <= distributions.BOOTSTRAP_MAX_RUNS:
+        estimate = distributions.bootstrap_mean_ratio(x, y, confidence)
+    else:
+        estimate = distributions.delta_mean_ratio(x, y, confidence)
     p = estimate.p_value if estimate is not None and estimate.p_value is not None else 1.0
     evidence = Evidence(p, "p_value", p <= family_alpha, family_alpha)
     return mean_ratio_metric(

@@ -234,6 +234,8 @@ def stop_reason_log_evalue(
     baseline: CountArray, canary: CountArray, canary_share: float, *, ratio: float = 1.5
 ) -> float:
     """log e-value of the stop-reason mix against "the canary is not worse on any reason" (a product over reasons)."""
+    if np.ndim(baseline) != 1:
+        raise ValueError("stop_reason_log_evalue takes one count vector per track; use reason_log_evalues for more")
     return float(min(reason_log_evalues(baseline, canary, canary_share, ratio=ratio).sum(), LOG_E_CAP))
 
 
