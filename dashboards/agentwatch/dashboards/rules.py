@@ -831,9 +831,13 @@ def _canary_alerts(options: RuleOptions, clock: _Clock) -> tuple[_Alert, ...]:
     )
     suspected = _Alert(
         name="CanaryDriftSuspected",
+        # A passing metric can carry a huge e-value: a real change below the practical floor
+        # (one more tool call in fifty runs) is certain yet harmless, and must not open tickets.
         expr=(
             f"max by ({_AGENT}, {metrics.LABEL_METRIC}) ({metrics.CANARY_DRIFT_EVALUE}) "
-            f"> {_num(options.canary_suspect_evalue)}"
+            f"> {_num(options.canary_suspect_evalue)}\n"
+            f"unless on ({_AGENT}, {metrics.LABEL_METRIC}) "
+            f"max by ({_AGENT}, {metrics.LABEL_METRIC}) ({metrics.CANARY_VERDICT}) == {metrics.VERDICT_PASS}"
         ),
         hold_seconds=15 * _MINUTE,
         severity=TICKET,
@@ -850,7 +854,8 @@ def _canary_alerts(options: RuleOptions, clock: _Clock) -> tuple[_Alert, ...]:
                 f'like the baseline": it can be read at any time, and 1/alpha (20 for alpha 0.05, before any '
                 f"multiple-testing correction) is the rejection level. Above "
                 f"{_num(options.canary_suspect_evalue)} the evidence is building but not decisive: more canary "
-                f"traffic will confirm (CanaryDriftDetected pages) or dissolve it. "
+                f"traffic will confirm (CanaryDriftDetected pages) or dissolve it. A metric whose verdict is "
+                f"already pass (a real change below the practical floor) does not open this ticket. "
                 f"Alertmanager suppresses this ticket while CanaryDriftDetected fires for the same agent."
             ),
             checks=(
