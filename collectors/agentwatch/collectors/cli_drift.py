@@ -108,12 +108,33 @@ def _number(value: float) -> str:
 
 
 def _summary(values: Mapping[str, float]) -> str:
+    if "median" in values and "mean" in values:  # a distribution: its floor is judged on the mean
+        count = f" (n={int(values['n'])})" if "n" in values else ""
+        return f"median {_number(float(values['median']))}, mean {_number(float(values['mean']))}{count}"
     for key in _SUMMARY_KEYS:
         if key in values:
             shown = f"{values[key] * 100:.1f}%" if key == "share" else _number(float(values[key]))
             return f"{key} {shown}" + (f" (n={int(values['n'])})" if "n" in values else "")
     rest = [f"{key} {_number(float(value))}" for key, value in values.items() if key != "n"]
     return ", ".join(rest[:1]) or (f"n={int(values['n'])}" if "n" in values else "-")
+
+
+def _effect(metric: Mapping[str, Any]) -> str:
+    """The effect, and for a distribution the change of its mean too (what the practical floor judges)."""
+    if metric["effect"] is None:
+        return "-"
+    shown = _number(float(metric["effect"]))
+    baseline, canary = metric["baseline"], metric["canary"]
+    if "median" in baseline and "mean" in baseline and "mean" in canary and float(baseline["mean"]) > 0:
+        change = float(canary["mean"]) / float(baseline["mean"]) - 1
+        shown += f", mean {change:+.0%}"
+    return shown
+
+
+def _reason(name: str, reason: str) -> str:
+    """A metric's reason, prefixed with the metric's name unless it already starts with it."""
+    named = reason.startswith(f"{name}:") or reason.startswith(f"{name.rpartition(':')[2]}:")
+    return reason if named else f"{name}: {reason}"
 
 
 def _evidence(metric: Mapping[str, Any]) -> str:
@@ -151,7 +172,7 @@ def render_report(report: Mapping[str, Any]) -> str:
                 str(metric["name"]),
                 _summary(metric["baseline"]),
                 _summary(metric["canary"]),
-                "-" if metric["effect"] is None else _number(float(metric["effect"])),
+                _effect(metric),
                 "-" if metric["interval"] is None else "[" + ", ".join(_number(v) for v in metric["interval"]) + "]",
                 _evidence(metric),
                 str(metric["verdict"]),
@@ -160,7 +181,7 @@ def render_report(report: Mapping[str, Any]) -> str:
         ]
         lines.append("")
         lines.extend(_table(["metric", "baseline", "canary", "effect", "interval", "evidence", "verdict"], rows))
-    reasons = [*report.get("reasons", []), *(f"{m['name']}: {r}" for m in metrics for r in m.get("reasons", []))]
+    reasons = [*report.get("reasons", []), *(_reason(m["name"], r) for m in metrics for r in m.get("reasons", []))]
     if reasons:
         lines.append("")
         lines.extend(f"  - {reason}" for reason in reasons)
