@@ -18,7 +18,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, TypeVar
 
 from agentwatch.collectors.queries import (
     InvalidQuery,
@@ -177,12 +177,23 @@ def _embedded_path(url: str) -> Path | None:
 
 def open_source(args: argparse.Namespace) -> Source:
     """The source the flags name, or the local collector, or the default embedded store if it exists."""
+    return choose_source(args, CollectorSource, StoreSource)
+
+
+_CollectorT = TypeVar("_CollectorT", bound=CollectorSource)
+_StoreT = TypeVar("_StoreT", bound=StoreSource)
+
+
+def choose_source(
+    args: argparse.Namespace, collector_type: type[_CollectorT], store_type: type[_StoreT]
+) -> _CollectorT | _StoreT:
+    """``--collector`` or ``--clickhouse`` as the given source types; else the local collector, or the default store."""
     token = args.token or os.environ.get(TOKEN_ENV) or None
     if args.collector:
-        return CollectorSource(args.collector, token)
+        return collector_type(args.collector, token)
     if args.clickhouse:
-        return StoreSource(args.clickhouse)
-    collector = CollectorSource(DEFAULT_COLLECTOR, token)
+        return store_type(args.clickhouse)
+    collector = collector_type(DEFAULT_COLLECTOR, token)
     try:
         collector._get("/readyz", {})
     except _Unreachable:
@@ -191,7 +202,7 @@ def open_source(args: argparse.Namespace) -> Source:
             raise ReadError(
                 f"no collector at {DEFAULT_COLLECTOR} and no store at {path}: pass --collector URL or --clickhouse URL"
             ) from None
-        return StoreSource(DEFAULT_CLICKHOUSE)
+        return store_type(DEFAULT_CLICKHOUSE)
     except ReadError:
         pass  # something answers (maybe 503 while starting): let the real request report it
     return collector

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from typing import IO, Final
 
@@ -25,8 +24,7 @@ from agentwatch.collectors.cli_read import (
     CollectorSource,
     ReadError,
     StoreSource,
-    _embedded_path,
-    _Unreachable,
+    choose_source,
 )
 from agentwatch.collectors.queries import InvalidQuery
 from agentwatch.collectors.replay_parity import ParityReport, ParityThresholds, RunParity
@@ -70,24 +68,7 @@ class StoreRecordings(StoreSource):
 
 def open_recordings(args: argparse.Namespace) -> CollectorRecordings | StoreRecordings:
     """The source the flags name, or the local collector, or the default embedded store if it exists."""
-    token = args.token or os.environ.get(TOKEN_ENV) or None
-    if args.collector:
-        return CollectorRecordings(args.collector, token)
-    if args.clickhouse:
-        return StoreRecordings(args.clickhouse)
-    collector = CollectorRecordings(DEFAULT_COLLECTOR, token)
-    try:
-        collector._get("/readyz", {})
-    except _Unreachable:
-        path = _embedded_path(DEFAULT_CLICKHOUSE)
-        if path is not None and not path.exists():
-            raise ReadError(
-                f"no collector at {DEFAULT_COLLECTOR} and no store at {path}: pass --collector URL or --clickhouse URL"
-            ) from None
-        return StoreRecordings(DEFAULT_CLICKHOUSE)
-    except ReadError:
-        pass  # something answers (maybe 503 while starting): let the real request report it
-    return collector
+    return choose_source(args, CollectorRecordings, StoreRecordings)
 
 
 # --- progress and rendering -----------------------------------------------------------------------------
