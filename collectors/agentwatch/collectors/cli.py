@@ -28,11 +28,13 @@ def _demo(args: argparse.Namespace) -> int:
 def _collector(args: argparse.Namespace) -> int:
     import logging
 
+    from agentwatch.collectors.malloc import limit_arenas
     from agentwatch.collectors.service import CollectorService
     from agentwatch.collectors.settings import SettingsError, resolve
     from agentwatch.collectors.spool import SpoolError
     from agentwatch.collectors.store import StoreError
 
+    limit_arenas()  # before any worker thread starts: keeps the resident size flat under load
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     overrides = {name: getattr(args, name) for name in _COLLECTOR_FLAGS}
     try:
