@@ -76,7 +76,7 @@ def evaluate(source: Source, params: Mapping[str, str]) -> dict[str, Any]:
 
     if isinstance(source, CollectorSource):
         # the raw strings go to the server, which parses them the same way ("2h" is relative to its clock)
-        document = source._get(DRIFT_PATH, dict(params))
+        document = source.get_document(DRIFT_PATH, dict(params))
         if document is None:
             raise ReadError(f"{source.description}: no runs of agent {params['agent']!r} in the window (404)")
         report: Any = document.get("drift")
@@ -86,7 +86,7 @@ def evaluate(source: Source, params: Mapping[str, str]) -> dict[str, Any]:
     if isinstance(source, StoreSource):
         agent, options = options_from_params(params, DriftOptions())
         try:
-            result = source._call(lambda: analyze(source._store, agent, options))
+            result = source.run_query(lambda: analyze(source.store, agent, options))
         except AgentNotFound as exc:
             raise ReadError(f"{source.description}: {exc}") from None
         answer: dict[str, Any] = result.to_dict()

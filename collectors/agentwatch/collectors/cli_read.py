@@ -77,7 +77,7 @@ class CollectorSource:
         self.token = token
         self.description = f"collector {self.base}"
 
-    def _get(self, path: str, params: dict[str, str]) -> dict[str, Any] | None:
+    def get_document(self, path: str, params: dict[str, str]) -> dict[str, Any] | None:
         """GET a JSON document; None on 404; ReadError (or _Unreachable) otherwise."""
         query = ("?" + urllib.parse.urlencode(params)) if params else ""
         request = urllib.request.Request(self.base + path + query, headers={"Accept": "application/json"})
@@ -104,14 +104,14 @@ class CollectorSource:
 
     def runs(self, params: dict[str, str], flt: RunFilter) -> list[RunSummary]:
         # the raw strings go to the server, which applies the same parsing ("15m" is relative to its clock)
-        document = self._get("/api/v1/runs", params)
+        document = self.get_document("/api/v1/runs", params)
         if document is None:
             raise ReadError(f"{self.description} has no read API (/api/v1/runs answered 404)")
         return [RunSummary.from_dict(row) for row in document.get("runs", [])]
 
     def trace(self, run_id: str, tenant: str | None) -> TraceView | None:
         params = {"tenant": tenant} if tenant else {}
-        document = self._get(f"/api/v1/runs/{urllib.parse.quote(run_id, safe='')}/trace", params)
+        document = self.get_document(f"/api/v1/runs/{urllib.parse.quote(run_id, safe='')}/trace", params)
         return TraceView.from_dict(document["trace"]) if document is not None else None
 
     def close(self) -> None:
@@ -137,26 +137,27 @@ class StoreSource:
         self.description = f"store {redacted_url(url)}"
         self._store_error: type[Exception] = StoreError
         try:
-            self._store = ClickHouseStore.open(url)
+            self.store = ClickHouseStore.open(url)
         except (StoreError, ValueError, OSError) as exc:
             raise ReadError(f"cannot open {self.description}: {exc}") from None
 
-    def _call(self, function: Callable[[], Any]) -> Any:
+    def run_query(self, function: Callable[[], Any]) -> Any:
+        """Run ``function`` (a query over ``self.store``); a store failure becomes a ReadError."""
         try:
             return function()
         except self._store_error as exc:
             raise ReadError(f"{self.description}: {_first_line(exc)}") from None
 
     def runs(self, params: dict[str, str], flt: RunFilter) -> list[RunSummary]:
-        result: list[RunSummary] = self._call(lambda: list_runs(self._store, flt))
+        result: list[RunSummary] = self.run_query(lambda: list_runs(self.store, flt))
         return result
 
     def trace(self, run_id: str, tenant: str | None) -> TraceView | None:
-        result: TraceView | None = self._call(lambda: get_trace(self._store, run_id, tenant=tenant))
+        result: TraceView | None = self.run_query(lambda: get_trace(self.store, run_id, tenant=tenant))
         return result
 
     def close(self) -> None:
-        self._store.close()
+        self.store.close()
 
 
 def _first_line(exc: BaseException) -> str:
@@ -195,7 +196,7 @@ def choose_source(
         return store_type(args.clickhouse)
     collector = collector_type(DEFAULT_COLLECTOR, token)
     try:
-        collector._get("/readyz", {})
+        collector.get_document("/readyz", {})
     except _Unreachable:
         path = _embedded_path(DEFAULT_CLICKHOUSE)
         if path is not None and not path.exists():

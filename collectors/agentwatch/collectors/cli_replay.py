@@ -50,7 +50,7 @@ class CollectorRecordings(CollectorSource):
     """Recordings from a running collector (``GET /api/v1/recordings``)."""
 
     def recordings(self, params: dict[str, str], flt: RecordingFilter) -> list[RecordedRun]:
-        document = self._get("/api/v1/recordings", params)
+        document = self.get_document("/api/v1/recordings", params)
         if document is None:
             raise ReadError(f"{self.description} has no /api/v1/recordings: upgrade it, or pass --clickhouse URL")
         return [RecordedRun.from_dict(row) for row in document.get("recordings", [])]
@@ -62,7 +62,7 @@ class StoreRecordings(StoreSource):
     def recordings(self, params: dict[str, str], flt: RecordingFilter) -> list[RecordedRun]:
         from agentwatch.collectors.replay_recordings import load_recordings
 
-        result: list[RecordedRun] = self._call(lambda: load_recordings(self._store, flt))
+        result: list[RecordedRun] = self.run_query(lambda: load_recordings(self.store, flt))
         return result
 
 
