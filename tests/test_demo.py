@@ -55,6 +55,14 @@ def test_demo_stores_every_run_and_reports_the_canary(tmp_path: Path) -> None:
     for runtime in ("openai-agents", "langgraph"):
         assert {key: value for key, value in parity[runtime].items() if key != "runtime"} == custom, runtime
     assert custom["stop_reasons"]["completed"] < 20  # the seed's tickets include stops, so parity is not trivial
+    # the five example tickets recorded on each runtime, replayed onto the other from ClickHouse
+    replays = {(row["recorded_on"], row["replayed_onto"]): row for row in report["replay"]}
+    assert set(replays) == {("custom", "openai-agents"), ("openai-agents", "custom")}
+    for row in replays.values():
+        assert row["replayed"] == row["stop_reasons_agree"] == 5
+        assert row["tool_sequence_similarity"] == 1.0
+        assert row["steps_delta"] == 0
+        assert row["verdict"] == "pass"
     # the data stays where `agentwatch runs` looks by default
     assert (tmp_path / "agentwatch-data").is_dir()
     runs = subprocess.run(
@@ -91,6 +99,7 @@ def test_demo_table_names_the_sections_and_next_steps(tmp_path: Path) -> None:
         "agentwatch runs",
         "agentwatch trace RUN_ID",
         "Runtime parity",
+        "Replay for migration parity",
         "same stop reasons, steps, tool calls and cost on every runtime",
     ):
         assert needle in done.stdout, needle

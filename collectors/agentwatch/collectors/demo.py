@@ -5,7 +5,8 @@ canary release (the canary subtly worse), exports over OTLP/HTTP with the offici
 until every run is stored, then prints the fleet report read back from ClickHouse and where to
 look next. Then the same tickets run on each runtime the agent is written for (the custom loop,
 the OpenAI Agents SDK, LangGraph) and a parity table compares them, read back from ClickHouse
-too. ``--serve`` keeps the collector running afterwards.
+too; and runs recorded on the custom loop are replayed onto the Agents SDK and back
+(``demo_replay``). ``--serve`` keeps the collector running afterwards.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ import socket
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, cast
 
+from agentwatch.collectors.demo_replay import ReplayResult, record_scenarios, render_replay, replay_recorded
 from agentwatch.collectors.drift_analyzer import AgentDrift, analyze_all
 from agentwatch.collectors.metrics import CANARY_VERDICT, VERDICT_CODES
 from agentwatch.collectors.queries import RunFilter, Stats, render_stats, stats
@@ -53,10 +55,27 @@ def demo_settings(data_dir: Path, *, drift_since: datetime | None = None) -> Col
     ).validate()
 
 
+@dataclass(frozen=True)
+class _Sent:
+    """When the parity runs and the recorded runs began, and how many runs were recorded for replay."""
+
+    parity_started: datetime
+    recording_started: datetime
+    recorded: int
+
+
+def _boundary() -> datetime:
+    # a clear boundary between two reports, whatever the clock's resolution
+    time.sleep(0.01)
+    moment = datetime.now(UTC)
+    time.sleep(0.01)
+    return moment
+
+
 def _export_fleet(
     service: CollectorService, runs_per_track: int, parity_runs: int, progress: Callable[[str], None]
-) -> datetime:
-    """Send the fleet's traffic, then the parity traffic; returns when the parity runs began."""
+) -> _Sent:
+    """Send the fleet's traffic, the parity traffic, then the runs recorded for replay."""
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
@@ -77,17 +96,19 @@ def _export_fleet(
         for index in range(runs_per_track):
             for release in releases:
                 fleet.simulate(1, release, tracer_provider=provider, seed=FLEET_SEED + index)
-        # a clear boundary between the two reports, whatever the clock's resolution
-        time.sleep(0.01)
-        parity_started = datetime.now(UTC)
-        time.sleep(0.01)
+        parity_started = _boundary()
         for runtime in RUNTIMES if parity_runs else ():
             progress(f"  running the same {parity_runs} stable tickets on the {runtime} runtime")
             fleet.simulate(parity_runs, fleet.STABLE, tracer_provider=provider, seed=PARITY_SEED, runtime=runtime)
+        recording_started = _boundary()
+        recorded = 0
+        if parity_runs:
+            progress("  recording the example tickets on the custom loop and the Agents SDK (content capture on)")
+            recorded = record_scenarios(provider)
     finally:
         provider.force_flush()
         provider.shutdown()
-    return parity_started
+    return _Sent(parity_started, recording_started, recorded)
 
 
 # The runtimes the example agent is written for, in the order the parity table shows them.
@@ -96,17 +117,17 @@ PARITY_SEED: Final = 11
 FLEET_SEED: Final = 7  # the example fleet's own default seed
 
 
-def runtime_parity(service: CollectorService, since: datetime) -> list[dict[str, Any]]:
-    """Per runtime, the runs since ``since``: stop-reason counts, steps, tool calls and cost, from ClickHouse."""
+def runtime_parity(service: CollectorService, since: datetime, until: datetime | None = None) -> list[dict[str, Any]]:
+    """Per runtime, the runs in [since, until): stop-reason counts, steps, tool calls and cost, from ClickHouse."""
     rows = service.store.query(
         f"""SELECT Runtime AS runtime, count() AS runs,
                 sumMap(map(StopReason, toUInt64(1))) AS stop_reasons,
                 avg(Steps) AS mean_steps, avg(ToolCalls) AS mean_tool_calls, avg(LlmCalls) AS mean_llm_calls,
                 sum(CostUsd) AS total_usd
             FROM {RUNS_TABLE} FINAL
-            WHERE StartTime >= {{since:DateTime64(9)}}
+            WHERE StartTime >= {{since:DateTime64(9)}} AND StartTime < {{until:DateTime64(9)}}
             GROUP BY runtime""",
-        {"since": since},
+        {"since": since, "until": until or datetime.now(UTC)},
     )
     order = {name: index for index, name in enumerate(RUNTIMES)}
     parity = [
@@ -174,25 +195,31 @@ def run_demo(
             return 1
         expected = runs_per_track * 2
         expected_parity = parity_runs * len(RUNTIMES)
-        parity_started = _export_fleet(service, runs_per_track, parity_runs, progress)
+        sent = _export_fleet(service, runs_per_track, parity_runs, progress)
+        parity_started = sent.parity_started
         progress("  waiting until every span is stored ...")
         deadline = time.monotonic() + timeout_s
         window = RunFilter(since=started_at, until=parity_started)
-        report = stats(service.store, window)
-        parity = runtime_parity(service, parity_started)
+        recorded_window = RunFilter(since=sent.recording_started)
+
+        def stored() -> tuple[Stats, list[dict[str, Any]], int]:
+            parity = runtime_parity(service, parity_started, sent.recording_started)
+            return stats(service.store, window), parity, _runs(stats(service.store, recorded_window))
+
+        report, parity, recorded = stored()
         while (
-            _runs(report) < expected or sum(row["runs"] for row in parity) < expected_parity
+            _runs(report) < expected or sum(row["runs"] for row in parity) < expected_parity or recorded < sent.recorded
         ) and time.monotonic() < deadline:
             service.writer.wait_until_drained(1.0)
-            report = stats(service.store, window)
-            parity = runtime_parity(service, parity_started)
+            report, parity, recorded = stored()
         stored_parity = sum(row["runs"] for row in parity)
         drift = canary_drift(service, since=started_at, until=parity_started)
+        replays = replay_recorded(service.store, since=sent.recording_started) if sent.recorded else []
         elapsed = time.perf_counter() - begin
         if not as_json:
             stored = _runs(report) + stored_parity
             progress(f"  {stored} of {expected + expected_parity} runs stored, {elapsed:.1f} s\n")
-        _print_results(service, report, parity, drift, as_json=as_json, expected=expected)
+        _print_results(service, report, parity, drift, replays, as_json=as_json, expected=expected)
         if _runs(report) < expected or stored_parity < expected_parity:
             print(
                 f"agentwatch demo: only {_runs(report) + stored_parity} of {expected + expected_parity} runs arrived",
@@ -216,6 +243,7 @@ def _print_results(
     report: Stats,
     parity: list[dict[str, Any]],
     drift: list[AgentDrift],
+    replays: list[ReplayResult],
     *,
     as_json: bool,
     expected: int,
@@ -227,6 +255,7 @@ def _print_results(
             "runtime_parity": parity,
             "drift": [result.to_dict() for result in drift],
             "drift_gauges": published_verdicts(service),
+            "replay": [result.to_dict() for result in replays],
         }
         print(json.dumps({**report.to_dict(), **summary}, indent=2))
         return
@@ -237,6 +266,9 @@ def _print_results(
     if parity:
         print()
         print(render_parity(parity))
+    if replays:
+        print()
+        print(render_replay(replays))
     print(_next_steps(service))
 
 
@@ -287,6 +319,8 @@ def _next_steps(service: CollectorService) -> str:
             "  runs                 agentwatch runs --stop-reason max_tool_calls --track canary",
             "  canary gate          agentwatch drift --agent support  (exit 1 when the canary is worse)",
             "  one run's trace      agentwatch trace RUN_ID",
+            "  replay on a runtime  agentwatch replay --since 1h"
+            " --target agentwatch_examples.openai_agents_support:replay_target",
             f"  read API             http://127.0.0.1:{service.http_port}/api/v1/runs (with --serve)",
             "  keep it running      agentwatch demo --serve",
         ]
