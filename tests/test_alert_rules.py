@@ -53,6 +53,7 @@ CONTRACT_ALERTS = {
     "AgentwatchCollectorRejectingSpans": None,
     "AgentwatchCollectorSpoolFilling": None,
     "AgentwatchClickHouseInsertsFailing": None,
+    "AgentwatchDriftAnalyzerFailing": "ticket",
 }
 DASHBOARD_UIDS = {
     "agentwatch-overview",

@@ -313,10 +313,15 @@ def test_the_loop_survives_a_store_outage_and_stops_promptly() -> None:
     metrics = CollectorMetrics()
     metrics.set_drift("support", "stop_reason", 30.0, "fail")  # the last known answer stays while the store is down
     loop = DriftLoop(store, metrics, SEQUENTIAL, interval_s=3600)
+    rounds = "agentwatch_collector_drift_evaluations_total"
+    assert metrics.registry.get_sample_value(rounds, {"result": "failed"}) == 0  # present before the first failure
     assert loop.run_once() is False
     assert loop.failures == 1
     assert loop.last_error
     assert metrics.registry.get_sample_value(CANARY_VERDICT, {"agent": "support", "metric": "stop_reason"}) == 2
+    # the stale gauges are visible: AgentwatchDriftAnalyzerFailing alerts on these counters
+    assert metrics.registry.get_sample_value(rounds, {"result": "failed"}) == 1
+    assert metrics.registry.get_sample_value(rounds, {"result": "ok"}) == 0
     loop.start()
     time.sleep(0.2)
     began = time.monotonic()
@@ -337,6 +342,7 @@ def test_the_loop_waits_for_readiness(clickhouse_store: ClickHouseStore) -> None
     ready = True
     assert loop.run_once() is True
     assert drift_lines(metrics)
+    assert metrics.registry.get_sample_value("agentwatch_collector_drift_evaluations_total", {"result": "ok"}) == 1
 
 
 def test_collector_settings_turn_the_loop_off() -> None:

@@ -64,6 +64,7 @@ EXPECTED_FAMILIES = {
     "agentwatch_collector_insert_failures_total": ("counter", set()),
     "agentwatch_collector_store_up": ("gauge", set()),
     "agentwatch_collector_request_body_bytes": ("histogram", {"transport"}),
+    "agentwatch_collector_drift_evaluations_total": ("counter", {"result"}),
 }
 ID_LABELS = {"run_id", "trace_id", "span_id", "tenant", "tenant_id", "user", "user_id", "conversation_id", "call_id"}
 

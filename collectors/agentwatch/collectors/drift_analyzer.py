@@ -518,11 +518,13 @@ class DriftLoop:
             self.publisher.publish(results)
         except StoreError as exc:
             self.failures += 1
+            self.publisher.metrics.record_drift_evaluation(ok=False)
             self.last_error = str(exc)
             log.warning("drift analysis skipped, retrying in %.0f s: %s", self.interval_s, exc)
             return False
         except Exception as exc:  # a bug must cost one round of gauges, never the collector
             self.failures += 1
+            self.publisher.metrics.record_drift_evaluation(ok=False)
             self.last_error = f"{type(exc).__name__}: {exc}"
             log.exception("drift analysis failed, retrying in %.0f s", self.interval_s)
             return False
@@ -531,6 +533,7 @@ class DriftLoop:
         self.last_error = None
         self.last_results = results
         self.evaluations += 1
+        self.publisher.metrics.record_drift_evaluation(ok=True)
         return True
 
     def _run(self) -> None:

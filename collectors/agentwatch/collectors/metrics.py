@@ -55,6 +55,7 @@ COLLECTOR_INSERT_DURATION_SECONDS: Final = "agentwatch_collector_insert_duration
 COLLECTOR_INSERT_FAILURES_TOTAL: Final = "agentwatch_collector_insert_failures_total"
 COLLECTOR_STORE_UP: Final = "agentwatch_collector_store_up"
 COLLECTOR_REQUEST_BODY_BYTES: Final = "agentwatch_collector_request_body_bytes"
+COLLECTOR_DRIFT_EVALUATIONS_TOTAL: Final = "agentwatch_collector_drift_evaluations_total"
 
 AGENT_METRICS: Final = (
     RUNS_TOTAL,
@@ -86,6 +87,7 @@ COLLECTOR_METRICS: Final = (
     COLLECTOR_INSERT_FAILURES_TOTAL,
     COLLECTOR_STORE_UP,
     COLLECTOR_REQUEST_BODY_BYTES,
+    COLLECTOR_DRIFT_EVALUATIONS_TOTAL,
 )
 """Every collector self-metric (exposed family names)."""
 
@@ -98,6 +100,7 @@ LABEL_DIRECTION: Final = "direction"
 LABEL_TOOL: Final = "tool"
 LABEL_DISPOSITION: Final = "disposition"
 LABEL_OUTCOME: Final = "outcome"
+LABEL_RESULT: Final = "result"
 LABEL_BUDGET: Final = "budget"
 LABEL_VERSION: Final = "version"
 LABEL_METRIC: Final = "metric"
@@ -114,6 +117,11 @@ DIRECTION_OUTPUT: Final = "output"
 
 MAX_LABEL_LENGTH: Final = 128
 """Longer label values are truncated (a label is a name, never content)."""
+
+DRIFT_OK: Final = "ok"
+DRIFT_FAILED: Final = "failed"
+DRIFT_RESULTS: Final = (DRIFT_OK, DRIFT_FAILED)
+"""``result`` values of ``agentwatch_collector_drift_evaluations_total``."""
 
 VERDICT_PASS: Final = 0
 VERDICT_INCONCLUSIVE: Final = 1
@@ -358,6 +366,14 @@ class CollectorMetrics:
         )
         self.insert_failures = _counter(COLLECTOR_INSERT_FAILURES_TOTAL, "Failed ClickHouse inserts.", (), reg)
         self.store_up = Gauge(COLLECTOR_STORE_UP, "1 when the last store operation succeeded.", registry=reg)
+        self.drift_evaluations = _counter(
+            COLLECTOR_DRIFT_EVALUATIONS_TOTAL,
+            "Drift analyzer rounds by result (ok, failed): failing rounds leave the canary gauges stale.",
+            (LABEL_RESULT,),
+            reg,
+        )
+        for result in DRIFT_RESULTS:  # both series from the start, so increase() sees the first failure
+            self.drift_evaluations.labels(result)
         self.request_body = Histogram(
             COLLECTOR_REQUEST_BODY_BYTES,
             "Size of OTLP request bodies after decompression.",
@@ -542,6 +558,10 @@ class CollectorMetrics:
         self.insert_duration.observe(seconds)
         self.store_up.set(1)
 
+    def record_drift_evaluation(self, *, ok: bool) -> None:
+        """One round of the drift analyzer: published (``ok``) or failed (the gauges keep old values)."""
+        self.drift_evaluations.labels(DRIFT_OK if ok else DRIFT_FAILED).inc()
+
     def record_insert_failure(self) -> None:
         """A failed insert; marks the store down."""
         self.insert_failures.inc()
@@ -574,6 +594,7 @@ __all__ = [
     "BUDGET_EXHAUSTED_TOTAL",
     "CANARY_DRIFT_EVALUE",
     "CANARY_VERDICT",
+    "COLLECTOR_DRIFT_EVALUATIONS_TOTAL",
     "COLLECTOR_INSERT_DURATION_SECONDS",
     "COLLECTOR_INSERT_FAILURES_TOTAL",
     "COLLECTOR_METRICS",
@@ -592,6 +613,9 @@ __all__ = [
     "COST_USD_TOTAL",
     "DIRECTION_INPUT",
     "DIRECTION_OUTPUT",
+    "DRIFT_FAILED",
+    "DRIFT_OK",
+    "DRIFT_RESULTS",
     "INSERT_DURATION_BUCKETS",
     "LABEL_AGENT",
     "LABEL_BUDGET",
@@ -602,6 +626,7 @@ __all__ = [
     "LABEL_MODEL",
     "LABEL_OUTCOME",
     "LABEL_REASON",
+    "LABEL_RESULT",
     "LABEL_STOP_REASON",
     "LABEL_TOOL",
     "LABEL_TRACK",

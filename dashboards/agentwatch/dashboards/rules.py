@@ -1106,7 +1106,43 @@ def _collector_alerts(options: RuleOptions, clock: _Clock) -> tuple[_Alert, ...]
             silence=instance_silence,
         ),
     )
-    return down, dropping, rejecting, spool, inserts
+    drift_window = clock.window(15 * _MINUTE)
+    rounds = metrics.COLLECTOR_DRIFT_EVALUATIONS_TOTAL
+
+    def drift_rounds(result: str) -> str:
+        selector = f'{rounds}{{{job}, {metrics.LABEL_RESULT}="{result}"}}'
+        return f"sum by ({by_target}) (increase({selector}[{drift_window}])) > 0"
+
+    drift = _Alert(
+        name="AgentwatchDriftAnalyzerFailing",
+        expr=f"  {drift_rounds(metrics.DRIFT_FAILED)}\nunless\n  {drift_rounds(metrics.DRIFT_OK)}",
+        hold_seconds=5 * _MINUTE,
+        severity=TICKET,
+        component=COMPONENT_COLLECTOR,
+        summary="agentwatch collector {{ $labels.instance }} cannot evaluate canary drift",
+        description=(
+            f"Every drift analyzer round of collector {{{{ $labels.instance }}}} failed over the last "
+            f"{drift_window}: the canary gauges keep their last values, so a worse canary would not page."
+        ),
+        runbook=_Runbook(
+            meaning=(
+                f'`{rounds}{{{metrics.LABEL_RESULT}="{metrics.DRIFT_FAILED}"}}` grew and no round succeeded '
+                f"over {drift_window}. The analyzer reads `agent_runs` once a minute and publishes "
+                f"`{metrics.CANARY_VERDICT}` and `{metrics.CANARY_DRIFT_EVALUE}`; while it fails those gauges are "
+                f"stale, so CanaryDriftDetected cannot fire for a canary that got worse meanwhile. "
+                f"CanaryStopReasonDrift (PromQL only) still watches the stop-reason mix."
+            ),
+            checks=(
+                "Read the collector log: `drift analysis skipped` (the store is unreachable: see "
+                "AgentwatchClickHouseInsertsFailing) or `drift analysis failed` with a traceback (a bug: report it).",
+                "Run `agentwatch drift --agent NAME --clickhouse URL` by hand to get the same report and its error.",
+                "Hold canary promotions until the analyzer publishes again.",
+            ),
+            dashboard="agentwatch-canary",
+            silence=instance_silence,
+        ),
+    )
+    return down, dropping, rejecting, spool, inserts, drift
 
 
 def _indent(text: str, spaces: int) -> str:
