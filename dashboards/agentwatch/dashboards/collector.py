@@ -189,6 +189,17 @@ def build() -> Dashboard:
                 ),
             )
         )
+        .with_panel(
+            graph(
+                "Drift analyzer rounds/min",
+                "Canary drift evaluations by result; failed rounds leave the canary gauges stale.",
+                promql(
+                    f"sum by (instance, {metrics.LABEL_RESULT}) "
+                    f"(rate({metrics.COLLECTOR_DRIFT_EVALUATIONS_TOTAL}{{{_SEL}}}[{_RATE}])) * 60",
+                    legend=f"{{{{instance}}}} {{{{{metrics.LABEL_RESULT}}}}}",
+                ),
+            )
+        )
         .build()
     )
 
