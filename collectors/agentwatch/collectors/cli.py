@@ -15,6 +15,9 @@ def _demo(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from agentwatch.collectors.demo import run_demo
+    from agentwatch.collectors.runtime_logging import quiet_missing_api_key_warning
+
+    quiet_missing_api_key_warning()  # the Agents SDK example runs without an OpenAI key, by design
 
     return run_demo(
         data_dir=Path(args.data).resolve(),

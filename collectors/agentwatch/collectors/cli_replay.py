@@ -178,6 +178,9 @@ def _selection(args: argparse.Namespace) -> tuple[dict[str, str], RecordingFilte
 def replay_command(args: argparse.Namespace) -> int:
     """``agentwatch replay``: load the target, read the recordings, replay them, report, exit by verdict."""
     from agentwatch.collectors.replay import TargetError, load_target, replay
+    from agentwatch.collectors.runtime_logging import quiet_missing_api_key_warning
+
+    quiet_missing_api_key_warning()  # replays run without an OpenAI key: the SDK's exporter skips, by design
 
     try:
         thresholds = ParityThresholds(min_agreement=args.min_agreement, min_similarity=args.min_similarity)
