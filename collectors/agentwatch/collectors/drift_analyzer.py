@@ -38,7 +38,7 @@ from typing import Any, Final, Literal
 
 from agentwatch.collectors.drift import DriftReport, RunRecord
 from agentwatch.collectors.metrics import CollectorMetrics, clean_label
-from agentwatch.collectors.queries import InvalidQuery, StoreReader, parse_since
+from agentwatch.collectors.queries import InvalidQuery, StoreReader, check_window, parse_since
 from agentwatch.collectors.schema import RUNS_TABLE
 from agentwatch.collectors.settings import CollectorSettings, parse_canary_shares, parse_duration
 from agentwatch.collectors.store import StoreError
@@ -87,12 +87,7 @@ class DriftOptions:
             raise InvalidQuery(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if not 0 < self.alpha < 0.5:
             raise InvalidQuery(f"alpha must be between 0 and 0.5 (e.g. 0.05), got {self.alpha!r}")
-        for name in ("since", "until"):
-            moment = getattr(self, name)
-            if moment is not None and moment.tzinfo is None:
-                raise InvalidQuery(f"{name} must be timezone-aware")
-        if self.since is not None and self.until is not None and self.since > self.until:
-            raise InvalidQuery("since is later than until")
+        check_window(self.since, self.until)
         if self.max_runs < 2:
             raise InvalidQuery(f"max_runs must be at least 2, got {self.max_runs}")
 

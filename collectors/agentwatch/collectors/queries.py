@@ -74,6 +74,15 @@ def _check_text(name: str, value: str | None) -> None:
         raise InvalidQuery(f"{name} must be 1-{_MAX_FILTER_LENGTH} printable characters")
 
 
+def check_window(since: datetime | None, until: datetime | None) -> None:
+    """A time window's bounds are timezone-aware and in order; InvalidQuery says which is not."""
+    for name, moment in (("since", since), ("until", until)):
+        if moment is not None and moment.tzinfo is None:
+            raise InvalidQuery(f"{name} must be timezone-aware")
+    if since is not None and until is not None and since > until:
+        raise InvalidQuery("since is later than until")
+
+
 @dataclass(frozen=True, slots=True)
 class RunFilter:
     """Which runs to read; every field but ``limit`` is optional. ``tenant`` confines the result to one tenant."""
@@ -94,12 +103,7 @@ class RunFilter:
             raise InvalidQuery(f"unknown stop reason {self.stop_reason!r} (one of: {known})")
         if isinstance(self.limit, bool) or not isinstance(self.limit, int) or not 1 <= self.limit <= MAX_LIMIT:
             raise InvalidQuery(f"limit must be an integer from 1 to {MAX_LIMIT}")
-        for name in ("since", "until"):
-            moment = getattr(self, name)
-            if moment is not None and moment.tzinfo is None:
-                raise InvalidQuery(f"{name} must be timezone-aware")
-        if self.since is not None and self.until is not None and self.since > self.until:
-            raise InvalidQuery("since is later than until")
+        check_window(self.since, self.until)
 
 
 def parse_limit(text: str) -> int:
@@ -857,6 +861,7 @@ __all__ = [
     "TraceNode",
     "TraceView",
     "build_tree",
+    "check_window",
     "describe",
     "format_duration_ms",
     "format_usd",

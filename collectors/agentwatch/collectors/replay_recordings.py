@@ -17,7 +17,14 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-from agentwatch.collectors.queries import MAX_LIMIT, InvalidQuery, StoreReader, parse_limit, parse_since
+from agentwatch.collectors.queries import (
+    MAX_LIMIT,
+    InvalidQuery,
+    StoreReader,
+    check_window,
+    parse_limit,
+    parse_since,
+)
 from agentwatch.collectors.schema import RUNS_TABLE, TOOL_CALLS_TABLE, TRACES_TABLE
 from agentwatch.instrumentation import semconv
 
@@ -167,12 +174,7 @@ class RecordingFilter:
         for run_id in self.run_ids:
             if not _RUN_ID_RE.match(run_id):
                 raise InvalidQuery(f"run id {run_id[:40]!r} is malformed (letters, digits and _.:- only)")
-        for name in ("since", "until"):
-            moment = getattr(self, name)
-            if moment is not None and moment.tzinfo is None:
-                raise InvalidQuery(f"{name} must be timezone-aware")
-        if self.since is not None and self.until is not None and self.since > self.until:
-            raise InvalidQuery("since is later than until")
+        check_window(self.since, self.until)
 
     @classmethod
     def from_params(cls, params: Mapping[str, str], *, tenant: str | None = None) -> RecordingFilter:
