@@ -681,8 +681,11 @@ def component_bodies(templates: list[bytes], plan: Plan, spans: int) -> list[tup
 
 
 def measure_decode(bodies: list[tuple[bytes, int]]) -> tuple[dict[str, Any], list[tuple[bytes, int]]]:
-    """parse + convert (default Redactor) + encode, one thread; returns the rate and the encoded payloads."""
-    from agentwatch.collectors.otlp import Limits, convert, encode_rows, parse_protobuf
+    """parse + convert (default Redactor) + encode as the pipeline does them, one thread.
+
+    Returns the rate and the encoded payloads.
+    """
+    from agentwatch.collectors.otlp import Limits, convert, parse_protobuf
     from agentwatch.collectors.settings import CollectorSettings
     from agentwatch.instrumentation.redaction import Redactor
 
@@ -697,9 +700,9 @@ def measure_decode(bodies: list[tuple[bytes, int]]) -> tuple[dict[str, Any], lis
         t0 = time.perf_counter()
         request = parse_protobuf(body)
         t1 = time.perf_counter()
-        converted = convert(request, tenant=None, limits=limits, redactor=redactor)
+        converted = convert(request, tenant=None, limits=limits, redactor=redactor, wire=body)
         t2 = time.perf_counter()
-        payload = encode_rows(converted.rows)
+        payload = converted.payload()
         t3 = time.perf_counter()
         parse_s, convert_s, encode_s = parse_s + t1 - t0, convert_s + t2 - t1, encode_s + t3 - t2
         payloads.append((payload, converted.accepted))

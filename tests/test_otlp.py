@@ -27,6 +27,7 @@ from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
+from opentelemetry.proto.trace.v1.trace_pb2 import Status as StatusProto
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -118,6 +119,14 @@ def run(
     # every result must survive encoding, and encoding must round trip
     lines = encode_rows(converted.rows).split(b"\n") if converted.rows else []
     assert [json.loads(line) for line in lines] == converted.rows
+    # the lines convert renders itself are exactly what encoding its rows gives
+    assert converted.payload() == encode_rows(converted.rows)
+    # read from the wire bytes instead of a re-serialization: the same result
+    again = convert(
+        request, tenant=tenant, limits=limits or Limits(), redactor=redactor, wire=request.SerializeToString()
+    )
+    assert again.payload() == converted.payload()
+    assert again.rows == converted.rows
     return converted
 
 
@@ -989,10 +998,40 @@ def test_the_light_schema_matches_the_real_one_on_the_wire() -> None:
         for field_name in fields:
             ours, theirs = message.fields_by_name[field_name], real.fields_by_name[field_name]
             assert ours.number == theirs.number, (name, field_name)
-            assert ours.is_repeated == theirs.is_repeated, (name, field_name)
+            if (name, field_name) == ("Span", "status"):
+                # a singular message read as repeated bytes, so that every occurrence comes back
+                assert (ours.is_repeated, theirs.is_repeated, theirs.type) == (True, False, 11)
+            else:
+                assert ours.is_repeated == theirs.is_repeated, (name, field_name)
             assert wire_type[ours.type] == wire_type[theirs.type], (name, field_name)
             checked += 1
     assert checked == 27
+
+
+def _length_delimited(number: int, payload: bytes) -> bytes:
+    size, length = bytearray(), len(payload)
+    while True:
+        size.append((length & 0x7F) | (0x80 if length > 0x7F else 0))
+        length >>= 7
+        if not length:
+            return bytes([number << 3 | 2]) + bytes(size) + payload
+
+
+def test_a_status_sent_twice_merges_as_protobuf_merges_it() -> None:
+    span = first_span(_valid_request(1))
+    span.status.message = "first"
+    span.status.code = StatusProto.STATUS_CODE_UNSET
+    # the span's bytes with a second status field (code only): protobuf merges the two
+    doubled = (
+        span.SerializeToString() + Span(status=StatusProto(code=StatusProto.STATUS_CODE_ERROR)).SerializeToString()
+    )
+    assert (Span.FromString(doubled).status.message, Span.FromString(doubled).status.code) == ("first", 2)
+    # request.resource_spans[0].scope_spans[0].spans[0], by field number
+    body = _length_delimited(1, _length_delimited(2, _length_delimited(2, doubled)))
+    request = parse_protobuf(body)
+    for wire in (body, None):
+        row = convert(request, tenant=None, limits=Limits(), redactor=None, wire=wire).rows[0]
+        assert (row["StatusMessage"], row["StatusCode"]) == ("first", "Error")
 
 
 # --- fuzzing -----------------------------------------------------------------------------------------

@@ -410,24 +410,34 @@ class CollectorMetrics:
 
     def observe_rows(self, rows: Iterable[Mapping[str, object]]) -> None:
         """Derive the agent metrics from span rows; never raises on malformed rows (they are skipped)."""
+        spans: list[tuple[object, object]] = []
+        for row in rows:
+            try:
+                spans.append((row.get("SpanAttributes"), row.get("Duration")))
+            except AttributeError:
+                continue  # not a mapping: a malformed row
+        self.observe_spans(spans)
+
+    def observe_spans(self, spans: Iterable[tuple[object, object]]) -> None:
+        """``observe_rows`` from each row's ``(SpanAttributes, Duration)`` only, as ``Converted.spans`` gives them."""
         runs: list[tuple[_AgentLabels, str, Mapping[str, object], object]] = []
         tokens: dict[tuple[str, str, str, str], float] = {}
         tools: dict[tuple[str, str, str, str, str], int] = {}
         with self._lock:
-            for row in rows:
+            for span_attributes, duration in spans:
                 try:
-                    attributes = cast("Mapping[str, object]", row.get("SpanAttributes"))
+                    attributes = cast("Mapping[str, object]", span_attributes)
                     if not attributes.get(semconv.RUN_ID):
                         continue  # the hot path for foreign spans: one lookup
                 except AttributeError:
                     continue  # no attribute mapping: a malformed row
-                self._observe_span(row, attributes, runs, tokens, tools)
+                self._observe_span(attributes, duration, runs, tokens, tools)
             self._flush(runs, tokens, tools)
 
     def _observe_span(
         self,
-        row: Mapping[str, object],
         attributes: Mapping[str, object],
+        duration: object,
         runs: list[tuple[_AgentLabels, str, Mapping[str, object], object]],
         tokens: dict[tuple[str, str, str, str], float],
         tools: dict[tuple[str, str, str, str, str], int],
@@ -442,7 +452,7 @@ class CollectorMetrics:
                         self._agent(attributes.get(semconv.GEN_AI_AGENT_NAME)),
                         _closed(attributes.get(semconv.TRACK), _TRACKS),
                         attributes,
-                        row.get("Duration"),
+                        duration,
                     )
                 )
         elif operation == semconv.OP_EXECUTE_TOOL:

@@ -35,7 +35,7 @@ import re
 import threading
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Final, TypeAlias
 
@@ -50,6 +50,7 @@ from agentwatch.instrumentation import semconv
 from agentwatch.instrumentation.redaction import REDACTED, Redactor
 
 __all__ = [
+    "ROW_COLUMNS",
     "Converted",
     "Limits",
     "OtlpDecodeError",
@@ -96,11 +97,54 @@ class Limits:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
 
 
+ROW_COLUMNS: Final = (
+    "Timestamp",
+    "TraceId",
+    "SpanId",
+    "ParentSpanId",
+    "TraceState",
+    "SpanName",
+    "SpanKind",
+    "ServiceName",
+    "ResourceAttributes",
+    "ScopeName",
+    "ScopeVersion",
+    "SpanAttributes",
+    "Duration",
+    "StatusCode",
+    "StatusMessage",
+    "Events.Timestamp",
+    "Events.Name",
+    "Events.Attributes",
+    "Links.TraceId",
+    "Links.SpanId",
+    "Links.TraceState",
+    "Links.Attributes",
+)
+"""The columns of a row, in the order ``convert`` renders them."""
+_ATTRIBUTES_AT: Final = ROW_COLUMNS.index("SpanAttributes")
+_DURATION_AT: Final = ROW_COLUMNS.index("Duration")
+_NESTED_AT: Final = ROW_COLUMNS.index("Events.Timestamp")
+_FLAT_COLUMNS: Final = ROW_COLUMNS[:_NESTED_AT]
+_NESTED_COLUMNS: Final = ROW_COLUMNS[_NESTED_AT:]
+
+
 @dataclass(slots=True)
 class Converted:
-    """Rows of the accepted spans, and what happened to the rest."""
+    """The accepted spans, rendered, and what happened to the rest.
 
-    rows: list[Row]
+    Each accepted span is kept twice, both made in the one pass over the request: as a tuple of
+    its row's values in ``ROW_COLUMNS`` order, and as its JSONEachRow line. The ingest path needs
+    the lines (``payload``) and two columns for the metrics (``spans``), so a 22-key dict per span
+    is made only when ``rows`` is read.
+    """
+
+    values: list[tuple[object, ...]]
+    """Each accepted span's row values: the columns before ``Events.Timestamp`` in ``ROW_COLUMNS``
+    order, then a tuple of the three ``Events.*`` columns and one of the four ``Links.*`` columns
+    (shared by spans without events or links: ``rows`` gives each row lists of its own)."""
+    lines: list[str]
+    """Each accepted span's row as ``encode_rows`` writes it (a test holds them to that)."""
     accepted: int
     rejected: int
     rejection_reasons: list[str]
@@ -110,6 +154,30 @@ class Converted:
     dropped_events: int = 0
     dropped_links: int = 0
     """Links beyond the limit, and links whose ids are not a valid trace and span id."""
+    _rows: list[Row] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def rows(self) -> list[Row]:
+        """One dict per accepted span, keyed by ``ROW_COLUMNS`` (made on first use, then kept)."""
+        if self._rows is None:
+            rows: list[Row] = []
+            for values in self.values:
+                row: Row = dict(zip(_FLAT_COLUMNS, values[:_NESTED_AT], strict=True))
+                nested = (*values[_NESTED_AT], *values[_NESTED_AT + 1])  # type: ignore[misc]
+                for column, items in zip(_NESTED_COLUMNS, nested, strict=True):
+                    row[column] = list(items)
+                rows.append(row)
+            self._rows = rows
+        return self._rows
+
+    @property
+    def spans(self) -> list[tuple[dict[str, str], int]]:
+        """``(SpanAttributes, Duration)`` of each accepted span: what ``CollectorMetrics.observe_spans`` reads."""
+        return [(values[_ATTRIBUTES_AT], values[_DURATION_AT]) for values in self.values]  # type: ignore[misc]
+
+    def payload(self) -> bytes:
+        """The JSONEachRow payload of the accepted spans: ``encode_rows(self.rows)``, byte for byte."""
+        return "\n".join(self.lines).encode("utf-8")
 
 
 # --- protobuf --------------------------------------------------------------------------------------
@@ -547,6 +615,9 @@ def _dump_raw(raw: object) -> str:
 _BYTES: Final = descriptor_pb2.FieldDescriptorProto.TYPE_BYTES
 _INT32: Final = descriptor_pb2.FieldDescriptorProto.TYPE_INT32
 _SAME: Final = 0
+# a singular message read as ``repeated bytes``: every occurrence on the wire comes back, and their
+# concatenation parses as protobuf merges them (a status split over two fields stays one status)
+_STATUS: Final = -_BYTES
 _LITE_PACKAGE: Final = "agentwatch.collectors.otlp_lite"
 _LITE_SCHEMA: Final[tuple[tuple[str, Any, dict[str, str | int]], ...]] = (
     ("Request", ExportTraceServiceRequest.DESCRIPTOR, {"resource_spans": "ResourceSpans"}),
@@ -569,7 +640,7 @@ _LITE_SCHEMA: Final[tuple[tuple[str, Any, dict[str, str | int]], ...]] = (
             "attributes": _BYTES,
             "events": "Event",
             "links": "Link",
-            "status": _BYTES,  # mostly empty: bytes cost nothing to read, a message a wrapper
+            "status": _STATUS,  # mostly empty: bytes cost nothing to read, a message a wrapper
         },
     ),
     ("Event", Span.Event.DESCRIPTOR, {"time_unix_nano": _SAME, "name": _SAME, "attributes": _BYTES}),
@@ -587,12 +658,13 @@ def _lite_request_class() -> Any:
         for field_name, kind in fields.items():
             original = real.fields_by_name[field_name]
             field = message.field.add(name=field_name, number=original.number)
-            field.label = field.LABEL_REPEATED if original.is_repeated else field.LABEL_OPTIONAL
+            repeated = original.is_repeated or (isinstance(kind, int) and kind < 0)
+            field.label = field.LABEL_REPEATED if repeated else field.LABEL_OPTIONAL
             if isinstance(kind, str):
                 field.type = field.TYPE_MESSAGE
                 field.type_name = f".{_LITE_PACKAGE}.{kind}"
             else:
-                field.type = kind or original.type
+                field.type = abs(kind) or original.type
     pool = descriptor_pool.DescriptorPool()
     pool.Add(file)
     return message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{_LITE_PACKAGE}.Request"))
@@ -605,7 +677,7 @@ _MEMO_MAX_CHARS: Final = 256  # longer values rarely repeat; hashing them would 
 _MEMO_MAX_ENTRIES: Final = 1 << 15  # per memo: tens of MB at worst, a few MB for real workloads
 _SECRET_MARKER: Final = f"{REDACTED[:-1]}:secret]"  # what Redactor.redact_value puts under a sensitive key
 
-_Memo: TypeAlias = dict[bytes, tuple[str, str]]
+_Memo: TypeAlias = dict[bytes, tuple[str, str, str]]  # KeyValue bytes -> key, value, '"key":"value"'
 
 
 class _Scrubber:
@@ -740,17 +812,21 @@ class _Converter:
         "max_length",
         "max_links",
         "memo",
+        "names",
         "oldest",
         "reasons",
         "rejected",
         "scrubber",
         "tenant",
+        "tenant_part",
         "truncated",
     )
 
     def __init__(self, tenant: str | None, limits: Limits, scrubber: _Scrubber | None) -> None:
         self.tenant = tenant
+        self.tenant_part = f"{_TENANT_KEY_JSON}:{_json_string(tenant)}" if tenant is not None else ""
         self.scrubber = scrubber
+        self.names: dict[str, tuple[str, str]] = {}  # span name as received -> as stored, and as JSON
         self.clean: set[str] = scrubber.clean if scrubber is not None else set()
         self.max_length = limits.max_attribute_length
         self.max_attributes = limits.max_attributes_per_span
@@ -789,12 +865,49 @@ class _Converter:
         out: dict[str, str] = {}
         for item in items:
             known = recall(item)  # not memo[item] in a try: a raised KeyError costs more than a miss's work
-            key, text = known if known is not None else self.attribute(item)
-            out[key] = text
+            if known is None:
+                known = self.attribute(item)
+            out[known[0]] = known[1]
         return out
 
-    def attribute(self, data: bytes) -> tuple[str, str]:
-        """One attribute, the slow way: parse it, render it, redact it; memoize the result if short."""
+    def span_attributes(self, items: Sequence[bytes]) -> tuple[dict[str, str], str]:
+        """``attributes(items)`` stamped with the tenant, and that dict as ``_encode_row`` writes it.
+
+        The JSON is joined from each attribute's memoized ``"key":"value"``; a key that repeats
+        (the dict keeps its first place and its last value) falls back to encoding the dict.
+        """
+        if len(items) > self.max_attributes:
+            self.dropped_attributes += len(items) - self.max_attributes
+            items = items[: self.max_attributes]
+        recall = self.memo.get
+        out: dict[str, str] = {}
+        parts: list[str] = []
+        for item in items:
+            known = recall(item)
+            if known is None:
+                known = self.attribute(item)
+            out[known[0]] = known[1]
+            parts.append(known[2])
+        tenant = self.tenant
+        if len(parts) != len(out):
+            if tenant is not None:
+                out[semconv.TENANT_ID] = tenant
+            return out, _encode_row(out)
+        if tenant is not None:
+            # the token's tenant, whatever the span says; a stamped key keeps its place in the dict
+            claimed = out.get(semconv.TENANT_ID)
+            if claimed is not None:  # its part is rendered exactly so, whatever memo entry it came from
+                parts[parts.index(f"{_TENANT_KEY_JSON}:{_json_string(claimed)}")] = self.tenant_part
+            else:
+                parts.append(self.tenant_part)
+            out[semconv.TENANT_ID] = tenant
+        return out, "{" + ",".join(parts) + "}"
+
+    def attribute(self, data: bytes) -> tuple[str, str, str]:
+        """One attribute, the slow way: parse it, render it, redact it; memoize the result if short.
+
+        Returns the key and value as stored, and both as the ``"key":"value"`` of the row's JSON.
+        """
         item = KeyValue.FromString(data)  # the request parsed as a whole, so this cannot fail
         value = item.value
         key = item.key
@@ -823,12 +936,14 @@ class _Converter:
             text = self.container(value)
         if len(text) > self.max_length:
             self.truncated += 1  # not memoized, so that every truncation is counted
-            return key, text[: self.max_length]
+            text = text[: self.max_length]
+            return key, text, f"{_json_string(key)}:{_json_string(text)}"
+        rendered = (key, text, f"{_json_string(key)}:{_json_string(text)}")
         if len(data) <= _MEMO_MAX_CHARS:
             if len(self.memo) >= _MEMO_MAX_ENTRIES:
                 self.memo.clear()
-            self.memo[data] = (key, text)
-        return key, text
+            self.memo[data] = rendered
+        return rendered
 
     def container(self, value: AnyValue) -> str:
         """An array or key-value list as compact JSON, its strings redacted first."""
@@ -840,11 +955,12 @@ class _Converter:
             raw = self.scrubber.raw(raw)
         return _dump_raw(raw)
 
-    def resource(self, resource_spans: Any) -> tuple[dict[str, str], str]:
+    def resource(self, resource_spans: Any) -> tuple[tuple[dict[str, str], str], str]:
+        """The resource's attributes and their JSON (encoded once for all its rows), and its service name."""
         attributes = self.attributes(resource_spans.resource.attributes)
         if self.tenant is not None and semconv.TENANT_ID in attributes:
             attributes[semconv.TENANT_ID] = self.tenant  # never let a resource claim another tenant
-        return attributes, attributes.get(SERVICE_NAME, "")
+        return (attributes, _encode_row(attributes)), attributes.get(SERVICE_NAME, "")
 
     def events(self, span: Any) -> tuple[list[str], list[str], list[dict[str, str]]] | None:
         """The span's events as the three Events.* columns; None if one has a time beyond DateTime64(9)."""
@@ -880,21 +996,51 @@ class _Converter:
             attributes.append(self.attributes(link.attributes))
         return traces, spans, states, attributes
 
-    def scope(self, scope_spans: Any, resource: dict[str, str], service: str, rows: list[Row]) -> None:
-        """Append a row for every valid span of one scope.
+    def status(self, pieces: Sequence[bytes]) -> tuple[str, int]:
+        """The status message (redacted, cut) and code; the light schema reads a status given more
+        than once as pieces, and joined they merge as protobuf merges a repeated message field."""
+        parsed = Status.FromString(pieces[0] if len(pieces) == 1 else b"".join(pieces))
+        return (self.text(parsed.message) if parsed.message else ""), parsed.code
+
+    def name(self, raw_name: str) -> tuple[str, str]:
+        """A span name as stored (redacted, cut) and as JSON; memoized for this request unless cut."""
+        truncated = self.truncated
+        name = self.text(raw_name)
+        known = (name, _json_string(name))
+        if self.truncated == truncated and len(raw_name) <= _MEMO_MAX_CHARS:  # every truncation is counted
+            if len(self.names) >= _MEMO_MAX_ENTRIES:
+                self.names.clear()
+            self.names[raw_name] = known
+        return known
+
+    def scope(
+        self,
+        scope_spans: Any,
+        resource: tuple[dict[str, str], str],
+        service: str,
+        values: list[tuple[object, ...]],
+        lines: list[str],
+    ) -> None:
+        """Append the row values and JSON line of every valid span of one scope.
 
         The hot loop: each field of a span is read once (a read costs a wrapper object), the
-        checks are inline, and the row is one dict display.
+        checks are inline, and the JSON line is one f-string of pieces that need no escaping (hex
+        ids, timestamps, kinds, status codes, integers) or were escaped once and memoized: the
+        attributes, the span name, and the service, resource and scope columns every row of the
+        scope shares. ``encode_rows`` of the same values writes the same bytes (tested).
         """
         scope = scope_spans.scope
         scope_name = self.text(scope.name)
         scope_version = self.text(scope.version)
-        tenant = self.tenant
-        attributes_of = self.attributes
-        text = self.text
-        scrubber = self.scrubber
-        clean = self.clean
+        attributes_of = self.span_attributes
+        names = self.names
         max_length = self.max_length
+        oldest = self.oldest
+        resource_attributes, resource_json = resource
+        shared = (
+            f'"ServiceName":{_json_string(service)},"ResourceAttributes":{resource_json},'
+            f'"ScopeName":{_json_string(scope_name)},"ScopeVersion":{_json_string(scope_version)},"SpanAttributes":'
+        )
         for span in scope_spans.spans:
             trace_id = span.trace_id
             span_id = span.span_id
@@ -902,66 +1048,69 @@ class _Converter:
             start = span.start_time_unix_nano
             end = span.end_time_unix_nano
             problem = _problem(trace_id, span_id, parent, start, end)
-            if problem is None and start < self.oldest:
+            if problem is None and start < oldest:
                 problem = REASON_TOO_OLD
-            events = self.events(span) if problem is None and span.events else ([], [], [])
+            events = self.events(span) if problem is None and span.events else _NO_EVENTS
             if problem is not None or events is None:
                 self.reject(problem or REASON_TIME_RANGE)
                 continue
-            links = self.links(span) if span.links else ([], [], [], [])
-            attributes = attributes_of(span.attributes)
-            if tenant is not None:
-                attributes[semconv.TENANT_ID] = tenant  # the token's tenant, whatever the span says
-            status = span.status
-            if status:
-                parsed = Status.FromString(status)
-                message = text(parsed.message) if parsed.message else ""
-                code = parsed.code
-            else:
-                message, code = "", 0
-            name = span.name
-            # the memo test inline, as in attributes(): most names are short and already known clean
-            if (scrubber is not None and not (len(name) <= _MEMO_MAX_CHARS and name in clean)) or len(
-                name
-            ) > max_length:
-                name = text(name)
+            links = self.links(span) if span.links else _NO_LINKS
+            attributes, attributes_json = attributes_of(span.attributes)
+            status = span.status  # an SDK sends an empty one (b"") for "unset"
+            message, code = self.status(status) if status and (status[0] or len(status) > 1) else _NO_STATUS
+            raw_name = span.name
+            name, name_json = names.get(raw_name) or self.name(raw_name)
             trace_state = span.trace_state
             if len(trace_state) > max_length:  # W3C caps it at 512; a client may not
                 self.truncated += 1
                 trace_state = trace_state[:max_length]
             kind = span.kind
+            kind_name = _KIND_NAMES[kind] if 0 <= kind < len(_KIND_NAMES) else _KIND_NAMES[0]
+            status_name = _STATUS_NAMES[code] if 0 <= code < len(_STATUS_NAMES) else _STATUS_NAMES[0]
             seconds, fraction = divmod(start, 1_000_000_000)
-            rows.append(
-                {
-                    "Timestamp": f"{seconds:010d}.{fraction:09d}",  # padded: see _timestamp
-                    "TraceId": trace_id.hex(),
-                    "SpanId": span_id.hex(),
-                    # all zeros is how some SDKs say "no parent"
-                    "ParentSpanId": parent.hex() if parent and parent != _ZERO_SPAN_ID else "",
-                    "TraceState": trace_state,
-                    "SpanName": name,
-                    "SpanKind": _KIND_NAMES[kind] if 0 <= kind < len(_KIND_NAMES) else _KIND_NAMES[0],
-                    "ServiceName": service,
-                    "ResourceAttributes": resource,
-                    "ScopeName": scope_name,
-                    "ScopeVersion": scope_version,
-                    "SpanAttributes": attributes,
-                    "Duration": end - start,
-                    "StatusCode": _STATUS_NAMES[code] if 0 <= code < len(_STATUS_NAMES) else _STATUS_NAMES[0],
-                    "StatusMessage": message,
-                    "Events.Timestamp": events[0],
-                    "Events.Name": events[1],
-                    "Events.Attributes": events[2],
-                    "Links.TraceId": links[0],
-                    "Links.SpanId": links[1],
-                    "Links.TraceState": links[2],
-                    "Links.Attributes": links[3],
-                }
+            timestamp = f"{seconds:010d}.{fraction:09d}"  # padded: see _timestamp
+            trace_hex = trace_id.hex()
+            span_hex = span_id.hex()
+            # all zeros is how some SDKs say "no parent"
+            parent_hex = parent.hex() if parent and parent != _ZERO_SPAN_ID else ""
+            duration = end - start
+            values.append(
+                (
+                    timestamp,
+                    trace_hex,
+                    span_hex,
+                    parent_hex,
+                    trace_state,
+                    name,
+                    kind_name,
+                    service,
+                    resource_attributes,
+                    scope_name,
+                    scope_version,
+                    attributes,
+                    duration,
+                    status_name,
+                    message,
+                    events,
+                    links,
+                )
+            )
+            lines.append(
+                f'{{"Timestamp":"{timestamp}","TraceId":"{trace_hex}","SpanId":"{span_hex}",'
+                f'"ParentSpanId":"{parent_hex}","TraceState":{_json_string(trace_state) if trace_state else _EMPTY},'
+                f'"SpanName":{name_json},"SpanKind":"{kind_name}",{shared}{attributes_json},"Duration":{duration},'
+                f'"StatusCode":"{status_name}","StatusMessage":{_json_string(message) if message else _EMPTY},'
+                f"{_NESTED_JSON if events is _NO_EVENTS and links is _NO_LINKS else _nested_json(events, links)}}}"
             )
 
 
 def convert(
-    request: ExportTraceServiceRequest, *, tenant: str | None, limits: Limits, redactor: Redactor | None
+    request: ExportTraceServiceRequest,
+    *,
+    tenant: str | None,
+    limits: Limits,
+    redactor: Redactor | None,
+    wire: bytes | None = None,
 ) -> Converted:
     """Validate, stamp, redact and render every span of ``request``.
 
@@ -977,23 +1126,29 @@ def convert(
     ``limits.max_attribute_length`` characters. Raises ``TooManySpans`` when the request holds
     more than ``limits.max_spans_per_request`` spans. Rows of one resource share its
     ``ResourceAttributes`` dict: treat rows as read-only.
+
+    ``wire``, when given, must be the protobuf bytes ``request`` was parsed from: the light view
+    reads them instead of a re-serialization of ``request`` (its schema has the real one's field
+    numbers and wire types, so both read the same bytes alike).
     """
     total = span_count(request)
     if total > limits.max_spans_per_request:
         raise TooManySpans(f"request holds {total} spans, more than the limit of {limits.max_spans_per_request}")
     converter = _Converter(tenant, limits, _scrubber(redactor) if redactor is not None else None)
     try:
-        lite: Any = _LiteRequest.FromString(request.SerializeToString())
+        lite: Any = _LiteRequest.FromString(request.SerializeToString() if wire is None else wire)
     except Exception as exc:  # cannot happen for a message upb built; never let it be a 500 if it does
         raise OtlpDecodeError("request could not be read") from exc
-    rows: list[Row] = []
+    values: list[tuple[object, ...]] = []
+    lines: list[str] = []
     for resource_spans in lite.resource_spans:
         resource, service = converter.resource(resource_spans)
         for scope_spans in resource_spans.scope_spans:
-            converter.scope(scope_spans, resource, service, rows)
+            converter.scope(scope_spans, resource, service, values, lines)
     return Converted(
-        rows=rows,
-        accepted=len(rows),
+        values=values,
+        lines=lines,
+        accepted=len(values),
         rejected=converter.rejected,
         rejection_reasons=converter.reasons,
         truncated_values=converter.truncated,
@@ -1007,7 +1162,7 @@ def convert(
 _ROW_JSON: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False)
 
 
-def _row_encoder() -> Callable[[Row], str]:
+def _row_encoder() -> Callable[[Mapping[str, object]], str]:
     """``_ROW_JSON.encode``, minus the encoder it builds on every call when the C accelerator is there.
 
     ``json.JSONEncoder.encode`` makes a new C encoder per call, about a tenth of the cost of a
@@ -1021,13 +1176,27 @@ def _row_encoder() -> Callable[[Row], str]:
     except TypeError:  # pragma: no cover - another signature in another Python
         return _ROW_JSON.encode
 
-    def encode(row: Row) -> str:
+    def encode(row: Mapping[str, object]) -> str:
         return "".join(encoder(row, 0))
 
     return encode
 
 
 _encode_row: Final = _row_encoder()
+_json_string: Final[Callable[[str], str]] = json.encoder.encode_basestring  # the one _encode_row uses
+_NO_EVENTS: Final[tuple[list[str], list[str], list[dict[str, str]]]] = ([], [], [])
+_NO_STATUS: Final = ("", 0)
+_TENANT_KEY_JSON: Final = _json_string(semconv.TENANT_ID)
+_EMPTY: Final = '""'
+_NO_LINKS: Final[tuple[list[str], list[str], list[str], list[dict[str, str]]]] = ([], [], [], [])
+_NESTED_JSON: Final = ",".join(f'"{column}":[]' for column in _NESTED_COLUMNS)  # a span without events or links
+
+
+def _nested_json(events: tuple[object, ...], links: tuple[object, ...]) -> str:
+    """The Events.* and Links.* columns of a row, as ``_encode_row`` writes them inside the row."""
+    return _encode_row(dict(zip(_NESTED_COLUMNS, (*events, *links), strict=True)))[1:-1]
+
+
 _RESOURCE_COLUMN: Final = "ResourceAttributes"
 # Stands in for a shared resource while a row is encoded; its JSON is then replaced by the
 # resource's, encoded once. Should a row hold the same text elsewhere, the count check sees it.

@@ -32,7 +32,6 @@ from agentwatch.collectors.otlp import (
     OtlpDecodeError,
     TooManySpans,
     convert,
-    encode_rows,
     parse_json,
     parse_protobuf,
 )
@@ -211,7 +210,9 @@ class Pipeline:
             limits = dataclasses.replace(limits, oldest_start_ns=time.time_ns() - retention_ns)
         try:
             request = parse_protobuf(raw) if kind == PROTOBUF else parse_json(raw)
-            converted = convert(request, tenant=tenant, limits=limits, redactor=self._redactor)
+            # protobuf: the converter reads the body again rather than a re-serialization of the request
+            wire = raw if kind == PROTOBUF else None
+            converted = convert(request, tenant=tenant, limits=limits, redactor=self._redactor, wire=wire)
         except TooManySpans as exc:
             self._metrics.record_rejected("limit", 0)
             return self._error(413, str(exc), kind, transport)
@@ -223,7 +224,7 @@ class Pipeline:
         if converted.rejected:
             self._metrics.record_rejected("invalid", converted.rejected)
         message = "; ".join(converted.rejection_reasons)
-        if converted.rows:
+        if converted.accepted:
             # the digest covers the tenant too: the same body from two tenants is two requests
             digest = hashlib.sha256((tenant or "").encode() + b"\x00" + raw).digest()
             if self._spool.seen(digest):
@@ -231,7 +232,7 @@ class Pipeline:
                 log.debug("request already spooled (%d spans): acknowledged again", converted.accepted)
             else:
                 try:
-                    self._spool.append(encode_rows(converted.rows), spans=converted.accepted, digest=digest)
+                    self._spool.append(converted.payload(), spans=converted.accepted, digest=digest)
                 except SpoolFull:
                     self._metrics.record_rejected("spool_full", converted.accepted)
                     return self._error(503, "spool is full, retry later", kind, transport, retry=True)
@@ -239,7 +240,7 @@ class Pipeline:
                     log.error("spool write failed: %s", exc)
                     self._metrics.record_rejected("spool_error", converted.accepted)
                     return self._error(503, "spool unavailable, retry later", kind, transport, retry=True)
-                self._metrics.observe_rows(converted.rows)
+                self._metrics.observe_spans(converted.spans)
         self._metrics.record_request(transport, 200, body_bytes=len(raw))
         return Reply(
             200,
