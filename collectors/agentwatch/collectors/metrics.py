@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Final, cast
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -232,6 +233,17 @@ class _AgentLabels:
         self.versions = _CappedValues(versions, max_length)
 
 
+@dataclass(frozen=True, slots=True)
+class _RunSeries:
+    """The children of the per-run metrics for one (agent, track): ``labels()`` costs more than an observation."""
+
+    duration: Histogram
+    steps: Histogram
+    tool_calls: Histogram
+    cost: Histogram
+    cost_total: Counter
+
+
 class _WithoutCreated:
     """A view of a registry without the ``*_created`` samples.
 
@@ -283,6 +295,7 @@ class CollectorMetrics:
         self._max_length = max_label_length
         self._caps = {"tools": max_tools_per_agent, "models": max_models_per_agent, "versions": max_versions_per_agent}
         self._agents: dict[str, _AgentLabels] = {}
+        self._run_children: dict[tuple[str, str], _RunSeries] = {}
         self._other_agent = self._new_agent(OTHER)
         self._unknown_agent = self._new_agent(UNKNOWN)
         self._transports = _CappedValues(_MAX_TRANSPORTS, max_label_length)
@@ -486,29 +499,19 @@ class CollectorMetrics:
                 key = (agent.label, track, model, direction)
                 tokens[key] = tokens.get(key, 0.0) + count
 
-    def _observe_run(
-        self, agent: _AgentLabels, track: str, attributes: Mapping[str, object], duration_ns: object
-    ) -> None:
-        stop_reason = _closed(attributes.get(semconv.STOP_REASON), semconv.STOP_REASONS)
-        self.runs.labels(agent.label, track, stop_reason).inc()
-        version = agent.versions(attributes.get(semconv.GEN_AI_AGENT_VERSION))
-        self.agent_info.labels(agent.label, track, version).set(1)
-        budget = attributes.get(semconv.BUDGET_EXHAUSTED)
-        if budget:
-            self.budget_exhausted.labels(agent.label, track, _closed(budget, _BUDGETS)).inc()
-        duration = _amount(duration_ns)
-        if duration is not None:
-            self.run_duration.labels(agent.label, track).observe(duration / 1e9)
-        steps = _amount(attributes.get(semconv.RUN_STEPS))
-        if steps is not None:
-            self.run_steps.labels(agent.label, track).observe(steps)
-        tool_calls = _amount(attributes.get(semconv.RUN_TOOL_CALLS))
-        if tool_calls is not None:
-            self.run_tool_calls.labels(agent.label, track).observe(tool_calls)
-        cost = _amount(attributes.get(semconv.RUN_COST_USD))
-        if cost is not None:
-            self.run_cost.labels(agent.label, track).observe(cost)
-            self.cost.labels(agent.label, track).inc(cost)
+    def _run_series(self, agent: str, track: str) -> _RunSeries:
+        """The per-run histograms and the cost counter of one agent and track (children looked up once)."""
+        key = (agent, track)
+        series = self._run_children.get(key)
+        if series is None:
+            series = self._run_children[key] = _RunSeries(
+                self.run_duration.labels(agent, track),
+                self.run_steps.labels(agent, track),
+                self.run_tool_calls.labels(agent, track),
+                self.run_cost.labels(agent, track),
+                self.cost.labels(agent, track),
+            )
+        return series
 
     def _flush(
         self,
@@ -516,11 +519,41 @@ class CollectorMetrics:
         tokens: dict[tuple[str, str, str, str], float],
         tools: dict[tuple[str, str, str, str, str], int],
     ) -> None:
-        # counters are summed per label set first: one inc per series instead of one per span
-        for run in runs:
-            self._observe_run(*run)
-        for token_labels, count in tokens.items():
-            self.tokens.labels(*token_labels).inc(count)
+        # counters are summed per label set first: one inc per series instead of one per span or run
+        finished: dict[tuple[str, str, str], int] = {}
+        versions: dict[tuple[str, str, str], None] = {}
+        exhausted: dict[tuple[str, str, str], int] = {}
+        for agent, track, attributes, duration_ns in runs:
+            label = agent.label
+            key = (label, track, _closed(attributes.get(semconv.STOP_REASON), semconv.STOP_REASONS))
+            finished[key] = finished.get(key, 0) + 1
+            versions[(label, track, agent.versions(attributes.get(semconv.GEN_AI_AGENT_VERSION)))] = None
+            budget = attributes.get(semconv.BUDGET_EXHAUSTED)
+            if budget:
+                key = (label, track, _closed(budget, _BUDGETS))
+                exhausted[key] = exhausted.get(key, 0) + 1
+            series = self._run_series(label, track)
+            duration = _amount(duration_ns)
+            if duration is not None:
+                series.duration.observe(duration / 1e9)
+            steps = _amount(attributes.get(semconv.RUN_STEPS))
+            if steps is not None:
+                series.steps.observe(steps)
+            tool_calls = _amount(attributes.get(semconv.RUN_TOOL_CALLS))
+            if tool_calls is not None:
+                series.tool_calls.observe(tool_calls)
+            cost = _amount(attributes.get(semconv.RUN_COST_USD))
+            if cost is not None:
+                series.cost.observe(cost)
+                series.cost_total.inc(cost)  # run by run: the float total is summed as it always was
+        for run_labels, count in finished.items():
+            self.runs.labels(*run_labels).inc(count)
+        for info_labels in versions:
+            self.agent_info.labels(*info_labels).set(1)
+        for budget_labels, count in exhausted.items():
+            self.budget_exhausted.labels(*budget_labels).inc(count)
+        for token_labels, amount in tokens.items():
+            self.tokens.labels(*token_labels).inc(amount)
         for tool_labels, count in tools.items():
             self.tool_calls.labels(*tool_labels).inc(count)
 
