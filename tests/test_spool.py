@@ -362,15 +362,38 @@ def test_quarantined_inflight_records_keep_the_batch_token(tmp_path: Path) -> No
         assert (after.token, after.payload) == (before.token, b"payload-01")
 
 
+def _damage_last_byte(tmp_path: Path) -> None:
+    (segment,) = segments(tmp_path)
+    data = bytearray(segment.read_bytes())
+    data[-1] ^= 1
+    segment.write_bytes(bytes(data))
+
+
 def test_damage_after_recovery_is_reported_when_read(tmp_path: Path) -> None:
-    with open_spool(tmp_path) as spool:
+    with open_spool(tmp_path, memory_bytes=0) as spool:  # every record is read back from disk
         spool.append(b"payload-00", spans=1)
-        (segment,) = segments(tmp_path)
-        data = bytearray(segment.read_bytes())
-        data[-1] ^= 1
-        segment.write_bytes(bytes(data))
+        _damage_last_byte(tmp_path)
         with pytest.raises(SpoolCorrupt, match="offset 0"):
             spool.next_batch(max_bytes=100, max_spans=100)
+
+
+def test_records_in_memory_are_drained_as_acknowledged_and_evicted_on_commit(tmp_path: Path) -> None:
+    # room for two of the three payloads: the third is read back from disk
+    with open_spool(tmp_path, memory_bytes=20) as spool:
+        for index in range(3):
+            spool.append(f"payload-{index:02d}".encode(), spans=1)
+        (segment,) = segments(tmp_path)
+        data = segment.read_bytes()
+        segment.write_bytes(data.replace(b"payload-00", b"PAYLOAD-00"))  # the disk copy of a record in memory
+        batch = spool.next_batch(max_bytes=100, max_spans=100)
+        assert batch is not None
+        assert batch.payload == b"payload-00\npayload-01\npayload-02"  # what was acknowledged
+        spool.commit(batch)
+        assert spool._memory_bytes == 0  # committed records leave memory
+        spool.append(b"payload-03", spans=1)
+        assert spool._memory_bytes == 10
+    with open_spool(tmp_path) as spool:  # after a restart, records come from disk again
+        assert [record.payload for record in spool.pending_records()] == [b"payload-03"]
 
 
 def test_missing_or_unreadable_checkpoint_refuses_to_guess(tmp_path: Path) -> None:

@@ -445,11 +445,12 @@ class Spool:
         fsync: bool = True,
         commit_window_s: float = 0.002,
         digest_memory: int = 100_000,
+        memory_bytes: int = 64 << 20,
     ) -> None:
         if max_bytes <= _HEADER.size or segment_bytes <= _HEADER.size:
             raise ValueError("max_bytes and segment_bytes must be larger than one record header")
-        if commit_window_s < 0 or digest_memory < 0:
-            raise ValueError("commit_window_s and digest_memory must not be negative")
+        if commit_window_s < 0 or digest_memory < 0 or memory_bytes < 0:
+            raise ValueError("commit_window_s, digest_memory and memory_bytes must not be negative")
         self._dir = Path(directory).absolute()
         self._max_bytes = max_bytes
         self._segment_bytes = segment_bytes
@@ -486,6 +487,14 @@ class Spool:
         self._pending_spans = 0
         self._journaled_upto = 0  # every remembered digest up to this seq is in the journal
         self._journal_entries = 0
+        # Records appended since open stay in memory, up to ``memory_bytes`` of payload, until they
+        # are committed: the drainer takes them from here instead of reading them back from disk
+        # (a read, a CRC check and two copies per record, each giving up the GIL to the busy
+        # request threads). Keyed by where each record sits in its segment; what did not fit is
+        # read from disk as before.
+        self._memory_limit = memory_bytes
+        self._memory: collections.OrderedDict[tuple[int, int], _Entry] = collections.OrderedDict()
+        self._memory_bytes = 0
 
         self._dir.mkdir(parents=True, exist_ok=True)
         self._lock_fd = self._acquire_lock()
@@ -873,10 +882,16 @@ class Spool:
             self._failed = undo_exc
 
     def _acknowledge(self, segment: _Segment, chunk: list[_Pending], first: int, written: int) -> None:
+        offset = segment.size
         segment.size += written
         segment.last_seq = first + len(chunk) - 1
         for i, pending in enumerate(chunk):
             pending.seq = first + i
+            if self._memory_bytes + len(pending.payload) <= self._memory_limit:
+                entry = _Entry(pending.seq, pending.spans, pending.digest, pending.payload, pending.size)
+                self._memory[(segment.first_seq, offset)] = entry
+                self._memory_bytes += len(pending.payload)
+            offset += pending.size
             self._pending_bytes += pending.size
             self._pending_spans += pending.spans
             if pending.digest:
@@ -908,23 +923,31 @@ class Spool:
         return self._inflight is not None or self._recovered_inflight is not None or self._durable_seq > self._committed
 
     def _iter_entries(self, pos: _Pos) -> Generator[tuple[_Entry, _Pos], None, None]:
-        """Durable records from ``pos`` on, each with the position after it."""
+        """Durable records from ``pos`` on, each with the position after it; from memory when there."""
         with self._lock:
             segments = [(s.first_seq, s.path, s.size) for s in self._segments]
             durable_seq = self._durable_seq
         start = bisect.bisect_left([first for first, _, _ in segments], pos.segment)
         for first, path, size in segments[start:]:
             offset = pos.offset if first == pos.segment else 0
-            if offset >= size:
-                continue
-            with path.open("rb", buffering=_READ_BUFFER) as f:
-                f.seek(offset)
+            f: BinaryIO | None = None
+            try:
                 while offset < size:
-                    entry = self._read_entry(f, path, offset, size)
+                    with self._lock:
+                        entry = self._memory.get((first, offset))
+                    if entry is None:
+                        if f is None:
+                            f = path.open("rb", buffering=_READ_BUFFER)
+                        if f.tell() != offset:
+                            f.seek(offset)
+                        entry = self._read_entry(f, path, offset, size)
                     if entry.seq > durable_seq:
                         return
                     offset += entry.disk_size
                     yield entry, _Pos(first, offset)
+            finally:
+                if f is not None:
+                    f.close()
 
     @staticmethod
     def _read_entry(f: BinaryIO, path: Path, offset: int, limit: int) -> _Entry:
@@ -978,6 +1001,13 @@ class Spool:
                 self._cursor = inflight.end
                 self._pending_bytes -= inflight.disk_bytes
                 self._pending_spans -= inflight.batch.spans
+            memory = self._memory
+            while memory:
+                key, entry = next(iter(memory.items()))  # oldest first: records are acknowledged in order
+                if entry.seq > committed:
+                    break
+                del memory[key]
+                self._memory_bytes -= len(entry.payload)
         self._delete_committed_segments()
 
     def _save_checkpoint(self, *, committed: int | None = None, inflight: tuple[int, int] | None) -> None:
