@@ -180,6 +180,9 @@ def _text(value: object) -> str:
         return ""
 
 
+_MAX_REMEMBERED_KEYS: Final = 10_000  # raw attribute tuples -> label sets; emptied when full
+
+
 def _closed(value: object, allowed: frozenset[str]) -> str:
     """A label from a closed set: the value itself when valid, else ``other`` (missing included)."""
     return value if type(value) is str and value in allowed else OTHER
@@ -296,6 +299,7 @@ class CollectorMetrics:
         self._caps = {"tools": max_tools_per_agent, "models": max_models_per_agent, "versions": max_versions_per_agent}
         self._agents: dict[str, _AgentLabels] = {}
         self._run_children: dict[tuple[str, str], _RunSeries] = {}
+        self._tool_keys: dict[tuple[str, str, str, str, str], tuple[str, str, str, str, str]] = {}
         self._other_agent = self._new_agent(OTHER)
         self._unknown_agent = self._new_agent(UNKNOWN)
         self._transports = _CappedValues(_MAX_TRANSPORTS, max_label_length)
@@ -469,17 +473,43 @@ class CollectorMetrics:
                     )
                 )
         elif operation == semconv.OP_EXECUTE_TOOL:
-            agent = self._agent(attributes.get(semconv.GEN_AI_AGENT_NAME))
-            key = (
-                agent.label,
-                _closed(attributes.get(semconv.TRACK), _TRACKS),
-                agent.tools(attributes.get(semconv.GEN_AI_TOOL_NAME)),
-                _closed(attributes.get(semconv.TOOL_DISPOSITION), _DISPOSITIONS),
-                _closed(attributes.get(semconv.TOOL_OUTCOME), _OUTCOMES),
+            raw = (
+                attributes.get(semconv.GEN_AI_AGENT_NAME),
+                attributes.get(semconv.TRACK),
+                attributes.get(semconv.GEN_AI_TOOL_NAME),
+                attributes.get(semconv.TOOL_DISPOSITION),
+                attributes.get(semconv.TOOL_OUTCOME),
             )
+            try:
+                key = self._tool_keys.get(raw)  # type: ignore[arg-type]
+            except TypeError:  # an unhashable value in a malformed row
+                key = None
+            if key is None:
+                key = self._tool_key(raw)
             tools[key] = tools.get(key, 0) + 1
-        else:
-            self._observe_llm(operation, attributes, tokens)
+        elif (
+            operation == semconv.OP_CHAT
+            or attributes.get(semconv.GEN_AI_RESPONSE_MODEL)
+            or attributes.get(semconv.GEN_AI_REQUEST_MODEL)
+        ):
+            self._observe_llm(operation, attributes, tokens)  # else no model: not an LLM span (steps)
+
+    def _tool_key(self, raw: tuple[object, object, object, object, object]) -> tuple[str, str, str, str, str]:
+        """The label set of a tool call's raw attributes; remembered, as capped labels never change once given."""
+        agent_name, track, tool, disposition, outcome = raw
+        agent = self._agent(agent_name)
+        key = (
+            agent.label,
+            _closed(track, _TRACKS),
+            agent.tools(tool),
+            _closed(disposition, _DISPOSITIONS),
+            _closed(outcome, _OUTCOMES),
+        )
+        if all(value is None or type(value) is str for value in raw):
+            if len(self._tool_keys) >= _MAX_REMEMBERED_KEYS:
+                self._tool_keys.clear()
+            self._tool_keys[cast("tuple[str, str, str, str, str]", raw)] = key
+        return key
 
     def _observe_llm(
         self, operation: object, attributes: Mapping[str, object], tokens: dict[tuple[str, str, str, str], float]
