@@ -8,7 +8,10 @@ raises ``OtlpDecodeError`` (HTTP 400, gRPC INVALID_ARGUMENT), whatever went wron
 span claims, scrubs secrets with the instrumentation's ``Redactor``, bounds attribute counts and
 lengths, and renders one row per span in the collector's shared row format: the column names
 of the OpenTelemetry Collector's ClickHouse exporter, Nested columns flattened, timestamps as
-``"SECONDS.NANOS"`` strings. ``encode_rows`` makes the JSONEachRow payload.
+``"SECONDS.NANOS"`` strings. ``encode_rows`` makes the JSONEachRow payload of rows; ``convert``
+also writes each row's JSON line itself as it goes (``Converted.payload``), byte for byte what
+``encode_rows`` would write, from pieces it escapes once: each distinct attribute's
+``"key":"value"``, the span names, and the service, resource and scope columns a scope's rows share.
 
 Attribute values are rendered as the exporter renders them (pdata ``Value.AsString``): a string
 as is, a bool ``true``/``false``, an int in decimal, a double as Go's ``encoding/json`` writes it
