@@ -691,6 +691,16 @@ def test_the_tenant_is_stamped_on_spans_that_claim_none() -> None:
     assert semconv.TENANT_ID not in only_row(request)["SpanAttributes"]
 
 
+@pytest.mark.parametrize("tenant", [None, "acme"])
+def test_a_repeated_attribute_key_keeps_its_first_place_and_last_value(tenant: str | None) -> None:
+    request = _valid_request(1)
+    span = first_span(request)
+    for key, value in (("k", "1"), (semconv.TENANT_ID, "evil"), ("k", "2"), ("z", "3"), (semconv.TENANT_ID, "x")):
+        span.attributes.add(key=key, value=AnyValue(string_value=value))
+    row = run(request, tenant=tenant).rows[0]  # run() checks the rendered line against encode_rows
+    assert list(row["SpanAttributes"].items()) == [("k", "2"), (semconv.TENANT_ID, tenant or "x"), ("z", "3")]
+
+
 def test_the_tenant_survives_the_attribute_limit() -> None:
     request = request_of(one_span({f"k{i}": i for i in range(10)}))
     row = only_row(request, tenant="acme", limits=Limits(max_attributes_per_span=3))
@@ -1079,6 +1089,7 @@ def _convert_all_ways(request: ExportTraceServiceRequest) -> None:
         for limits in (Limits(), Limits(max_attribute_length=3, max_attributes_per_span=1)):
             converted = convert(request, tenant="t", limits=limits, redactor=redactor)
             assert converted.accepted + converted.rejected == span_count(request)
+            assert converted.payload() == encode_rows(converted.rows)
             for line in encode_rows(converted.rows).split(b"\n") if converted.rows else []:
                 assert list(json.loads(line.decode("utf-8"))) == ROW_KEYS
 
