@@ -46,7 +46,7 @@ class CollectorSettings:
     max_attribute_length: int = 16_384
     max_inflight_bytes: int = 256 << 20
     batch_max_spans: int = 50_000
-    batch_max_bytes: int = 32 << 20
+    batch_max_bytes: int = 64 << 20
     batch_timeout_seconds: float = 0.5
     retry_after_seconds: int = 5
     traces_ttl_days: int = 30
