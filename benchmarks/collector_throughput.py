@@ -15,7 +15,7 @@ Measured in the same run, on the same bodies:
   every span; then SIGTERM, and the store is checked from another process: rows == distinct
   (TraceId, SpanId) == spans sent, and one ``agent_runs`` row per run sent. Collector CPU seconds
   (``/proc``, with children) and peak RSS (``VmHWM``) come with it;
-- decode only: ``parse_protobuf`` + ``convert`` (default ``Redactor``) + ``encode_rows``, one thread;
+- decode only: ``parse_protobuf`` + ``convert`` (default ``Redactor``) + its JSONEachRow payload, one thread;
 - pipeline only: ``Pipeline.export`` on a real fsynced spool and metrics, no HTTP and no insert, one thread;
 - insert only: ``ClickHouseStore.insert_json_rows`` of JSONEachRow payloads of the writer's observed
   batch size, in a child process on a fresh chDB store (chDB hosts one engine path per process);
