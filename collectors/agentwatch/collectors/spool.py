@@ -5,6 +5,9 @@ record is on disk; one background *committer* thread gathers concurrent appends 
 write + fsync (group commit), so many handlers share one fsync instead of queueing for one each.
 One drainer (the ClickHouse writer) takes batches with :meth:`Spool.next_batch`, inserts them with
 the batch's :attr:`Batch.token` as ``insert_deduplication_token`` and then calls :meth:`Spool.commit`.
+Records appended since open stay in memory (up to ``memory_bytes`` of payload) until committed, so
+batches are built from the bytes that were acknowledged rather than read back from disk; after a
+restart, or past that bound, they are read from disk.
 
 On disk, in ``directory``:
 
