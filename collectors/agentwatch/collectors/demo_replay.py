@@ -10,18 +10,17 @@ report says whether the other runtime stops for the same reasons with the same t
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
 from opentelemetry.sdk.trace import TracerProvider
 
 from agentwatch.collectors._examples import load_example
-from agentwatch.collectors.replay import replay
+from agentwatch.collectors.replay import replay, replay_settings
 from agentwatch.collectors.replay_parity import ParityReport
 from agentwatch.collectors.replay_recordings import RecordingFilter, load_recordings
 from agentwatch.collectors.store import ClickHouseStore
-from agentwatch.instrumentation import InstrumentationSettings
 
 DIRECTIONS: Final = (("custom", "openai-agents"), ("openai-agents", "custom"))
 """(recorded on, replayed onto): the custom loop to the Agents SDK, and back."""
@@ -34,7 +33,7 @@ def _example_for(runtime: str) -> Any:
 
 def record_scenarios(provider: TracerProvider) -> int:
     """Run the example's tickets on every source runtime with content capture on; the number of runs."""
-    settings = replace(InstrumentationSettings.from_env(), capture_content=True)
+    settings = replay_settings()  # the environment's settings with content capture on
     sources = dict.fromkeys(source for source, _ in DIRECTIONS)
     return sum(
         len(_example_for(runtime).run_scenarios(tracer_provider=provider, settings=settings)) for runtime in sources
