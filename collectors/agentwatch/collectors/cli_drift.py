@@ -28,11 +28,11 @@ from typing import Any, Final
 
 from agentwatch.collectors.cli_read import (
     DEFAULT_COLLECTOR,
-    TOKEN_ENV,
     CollectorSource,
     ReadError,
     Source,
     StoreSource,
+    add_source_flags,
     open_source,
 )
 from agentwatch.collectors.queries import InvalidQuery
@@ -277,10 +277,7 @@ def add_drift_command(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
     parser.add_argument("--watch", action="store_true", help="re-evaluate every --interval, print verdict changes")
     parser.add_argument("--interval", type=float, default=60.0, help="seconds between --watch evaluations (60)")
     parser.add_argument("--timeout", type=float, help="stop --watch after this many seconds (default: never)")
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument("--collector", metavar="URL", help=f"a running collector's read API (e.g. {DEFAULT_COLLECTOR})")
-    where.add_argument("--clickhouse", metavar="URL", help=f"open the store directly (e.g. {DEFAULT_CLICKHOUSE})")
-    parser.add_argument("--token", help=f"bearer token for --collector (default: ${TOKEN_ENV})")
+    add_source_flags(parser)
     parser.add_argument("--tenant", help="only this tenant's runs (a tenant-scoped token is always confined)")
     parser.add_argument("--json", action="store_true", help="machine-readable output (JSON lines with --watch)")
     parser.set_defaults(handler=drift_command)

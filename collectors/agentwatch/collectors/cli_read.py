@@ -291,11 +291,16 @@ def trace_command(args: argparse.Namespace) -> int:
     return _run_command("trace", args, body)
 
 
-def _add_source_flags(parser: argparse.ArgumentParser) -> None:
+def add_source_flags(parser: argparse.ArgumentParser) -> None:
+    """``--collector URL`` or ``--clickhouse URL``, and ``--token``: where a read command reads from."""
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--collector", metavar="URL", help=f"a running collector's read API (e.g. {DEFAULT_COLLECTOR})")
     where.add_argument("--clickhouse", metavar="URL", help=f"open the store directly (e.g. {DEFAULT_CLICKHOUSE})")
     parser.add_argument("--token", help=f"bearer token for --collector (default: ${TOKEN_ENV})")
+
+
+def _add_source_flags(parser: argparse.ArgumentParser) -> None:
+    add_source_flags(parser)
     parser.add_argument("--tenant", help="only this tenant (a tenant-scoped token is always confined to its own)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -322,4 +327,12 @@ def add_read_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
     trace.set_defaults(handler=trace_command)
 
 
-__all__ = ["DEFAULT_COLLECTOR", "TOKEN_ENV", "add_read_commands", "open_source", "runs_command", "trace_command"]
+__all__ = [
+    "DEFAULT_COLLECTOR",
+    "TOKEN_ENV",
+    "add_read_commands",
+    "add_source_flags",
+    "open_source",
+    "runs_command",
+    "trace_command",
+]

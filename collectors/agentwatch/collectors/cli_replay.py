@@ -19,17 +19,15 @@ import sys
 from typing import IO, Final
 
 from agentwatch.collectors.cli_read import (
-    DEFAULT_COLLECTOR,
-    TOKEN_ENV,
     CollectorSource,
     ReadError,
     StoreSource,
+    add_source_flags,
     choose_source,
 )
 from agentwatch.collectors.queries import InvalidQuery
 from agentwatch.collectors.replay_parity import ParityReport, ParityThresholds, RunParity
 from agentwatch.collectors.replay_recordings import RecordedRun, RecordingFilter, filter_params
-from agentwatch.collectors.settings import DEFAULT_CLICKHOUSE
 
 EXIT_PARITY: Final = 0
 EXIT_BELOW_THRESHOLD: Final = 1
@@ -242,10 +240,7 @@ def add_replay_command(subparsers: argparse._SubParsersAction[argparse.ArgumentP
     replay.add_argument("--since", help="started at or after: 15m, 2h, 7d or ISO-8601")
     replay.add_argument("--until", help="started at or before: 15m, 2h, 7d or ISO-8601")
     replay.add_argument("--limit", help="at most this many runs, newest first (default 50)")
-    where = replay.add_mutually_exclusive_group()
-    where.add_argument("--collector", metavar="URL", help=f"a running collector's read API (e.g. {DEFAULT_COLLECTOR})")
-    where.add_argument("--clickhouse", metavar="URL", help=f"open the store directly (e.g. {DEFAULT_CLICKHOUSE})")
-    replay.add_argument("--token", help=f"bearer token for --collector (default: ${TOKEN_ENV})")
+    add_source_flags(replay)
     replay.add_argument(
         "--min-agreement", type=_fraction, default=0.95, help="least share of runs whose stop reason agrees (0.95)"
     )
