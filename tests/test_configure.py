@@ -9,7 +9,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from agentwatch.instrumentation import agent_run, configure, load_config, reset_configuration, semconv
-from agentwatch.instrumentation._setup import current_settings
+from agentwatch.instrumentation._installed import current_settings
 
 
 @pytest.fixture(autouse=True)

@@ -54,8 +54,8 @@ from agentwatch.instrumentation import (
     semconv,
 )
 from agentwatch.instrumentation.integrations import openai_agents
-from agentwatch.instrumentation.integrations.openai_agents_state import GUARDRAIL_TRIGGERED, STEP_AGENT
-from agentwatch.instrumentation.integrations.openai_agents_tools import OnDenied
+from agentwatch.instrumentation.integrations.openai_agents.state import GUARDRAIL_TRIGGERED, STEP_AGENT
+from agentwatch.instrumentation.integrations.openai_agents.tools import OnDenied
 
 GPT_4O_MINI_COST = 1000 * 0.15 / 1e6 + 100 * 0.60 / 1e6  # one scripted turn: 1,000 in, 100 out
 

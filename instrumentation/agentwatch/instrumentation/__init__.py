@@ -22,15 +22,15 @@ from agentwatch.instrumentation._approval import ApprovalDecision, ApprovalReque
 from agentwatch.instrumentation._auto import instrument, uninstrument
 from agentwatch.instrumentation._budget import Budget
 from agentwatch.instrumentation._config import AgentWatchConfig, KillSwitchSettings, LoggingSettings, load_config
-from agentwatch.instrumentation._context import get_current_run
 from agentwatch.instrumentation._gateway import CredentialsProvider, ToolGateway
 from agentwatch.instrumentation._llm import LLMCall
 from agentwatch.instrumentation._policy import Policy, PolicyDecision
 from agentwatch.instrumentation._processor import RunAttributesSpanProcessor
 from agentwatch.instrumentation._replay import RecordedCall, Recording, ReplayedToolError
-from agentwatch.instrumentation._run import AgentRun, RunScope, StepScope, Usage, agent_run
+from agentwatch.instrumentation._run import AgentRun, RunScope, Usage, agent_run, get_current_run
 from agentwatch.instrumentation._settings import InstrumentationSettings
 from agentwatch.instrumentation._setup import configure, reset_configuration
+from agentwatch.instrumentation._step import StepScope
 from agentwatch.instrumentation.errors import (
     AgentWatchError,
     ApprovalRejected,

@@ -16,7 +16,7 @@ from typing import Any, Final, Protocol, cast
 from opentelemetry.trace import TracerProvider
 
 from agentwatch.instrumentation._guard import telemetry_failed
-from agentwatch.instrumentation._setup import current_settings
+from agentwatch.instrumentation._installed import current_settings
 from agentwatch.instrumentation.errors import ConfigError
 
 

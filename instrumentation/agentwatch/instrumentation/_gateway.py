@@ -17,8 +17,6 @@ import asyncio
 import concurrent.futures
 import inspect
 import logging
-import threading
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeAlias, runtime_checkable
@@ -36,18 +34,18 @@ from agentwatch.instrumentation._approval import (
 )
 from agentwatch.instrumentation._context import current_run, current_step
 from agentwatch.instrumentation._guard import end_span, error_description, start_span
+from agentwatch.instrumentation._idempotency import IdempotencyLedger
+from agentwatch.instrumentation._installed import current_settings, tracer_for
 from agentwatch.instrumentation._policy import Policy, PolicyDecision
 from agentwatch.instrumentation._replay import REPLAY_UNRECORDED_RULE, Recording, ReplayedToolError
+from agentwatch.instrumentation._runapi import GovernedRun
 from agentwatch.instrumentation._settings import InstrumentationSettings
-from agentwatch.instrumentation._setup import current_settings, tracer_for
 from agentwatch.instrumentation.errors import ApprovalRejected, KillSwitchEngaged, ToolDenied, UnknownTool
 from agentwatch.instrumentation.killswitch import KillSwitch, KillSwitchSource
 from agentwatch.instrumentation.semconv import ToolDisposition, ToolOutcome, ToolRisk
 
 if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
-
-    from agentwatch.instrumentation._run import AgentRun
 
 audit_logger: Final = logging.getLogger("agentwatch.audit")
 
@@ -90,32 +88,6 @@ def _inspect_tool(name: str, function: ToolFunction) -> _ToolSpec:
     )
 
 
-class _Idempotency:
-    """First result per (tool, key); a concurrent repeat waits for the first call to finish."""
-
-    def __init__(self, limit: int | None = None) -> None:
-        self._entries: OrderedDict[tuple[str, str], concurrent.futures.Future[Any]] = OrderedDict()
-        self._lock = threading.Lock()
-        self._limit = limit
-
-    def claim(self, tool: str, key: str) -> tuple[bool, concurrent.futures.Future[Any]]:
-        """Return (owner, future): the owner runs the tool and resolves the future."""
-        with self._lock:
-            existing = self._entries.get((tool, key))
-            if existing is not None:
-                return False, existing
-            future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-            self._entries[(tool, key)] = future
-            if self._limit is not None and len(self._entries) > self._limit:
-                self._entries.popitem(last=False)
-            return True, future
-
-    def forget(self, tool: str, key: str) -> None:
-        # A failed call is not remembered, so the write can be retried with the same key.
-        with self._lock:
-            self._entries.pop((tool, key), None)
-
-
 @dataclass(slots=True)
 class _Call:
     """State of one call between the decision phase and the execution phase."""
@@ -124,7 +96,7 @@ class _Call:
     args: dict[str, Any]
     span: Span
     token: object
-    run: AgentRun | None
+    run: GovernedRun | None
     settings: InstrumentationSettings
     decision: PolicyDecision
     idempotency_key: str | None
@@ -165,7 +137,7 @@ class ToolGateway:
         self.kill_switch = KillSwitch.from_spec(kill_switch)
         self._tracer_provider = tracer_provider
         self._settings = settings
-        self._standalone_idempotency = _Idempotency(limit=_STANDALONE_IDEMPOTENCY_LIMIT)
+        self._standalone_idempotency = IdempotencyLedger(limit=_STANDALONE_IDEMPOTENCY_LIMIT)
         self.replay = replay
 
     @property
@@ -184,7 +156,7 @@ class ToolGateway:
         tool: str,
         args: Mapping[str, Any] | None = None,
         *,
-        run: AgentRun | None = None,
+        run: GovernedRun | None = None,
         call_id: str | None = None,
         idempotency_key: str | None = None,
     ) -> Any:
@@ -215,7 +187,7 @@ class ToolGateway:
         tool: str,
         args: Mapping[str, Any] | None = None,
         *,
-        run: AgentRun | None = None,
+        run: GovernedRun | None = None,
         call_id: str | None = None,
         idempotency_key: str | None = None,
     ) -> Any:
@@ -254,7 +226,7 @@ class ToolGateway:
         tool: str,
         args: Mapping[str, Any] | None,
         *,
-        run: AgentRun | None,
+        run: GovernedRun | None,
         call_id: str | None,
         idempotency_key: str | None,
     ) -> _Call:
@@ -264,10 +236,10 @@ class ToolGateway:
             raise TypeError(f"tool arguments must be a mapping of keyword arguments, got {type(args).__name__}")
         run = run if run is not None else current_run.get()
         if run is not None:
-            run._admit_tool_call()  # budgets: refused before any span or side effect
+            run.admit_tool_call()  # budgets: refused before any span or side effect
             settings = run.settings
             tracer = run.tracer
-            attributes = dict(run._base_attributes)
+            attributes = run.span_attributes()
         else:
             settings = self._settings_in_force()
             tracer = tracer_for(self._tracer_provider or trace.get_tracer_provider())
@@ -312,7 +284,7 @@ class ToolGateway:
                 self._block(call, ToolDisposition.KILLED, "kill_switch")
                 error = KillSwitchEngaged(scope, f"source {state.source}")
                 if call.run is not None:
-                    call.run._kill_switch_engaged(error)
+                    call.run.kill_switch_engaged(error)
                 raise error
             if state.unavailable and call.decision.risk is not ToolRisk.READ:
                 self._block(call, ToolDisposition.KILLED, KILL_SWITCH_UNAVAILABLE_RULE)
@@ -337,8 +309,8 @@ class ToolGateway:
             self._block(call, ToolDisposition.DENIED, "unknown_tool")
             raise UnknownTool(call.tool, list(self._tools))
 
-    def _idempotency_store(self, call: _Call) -> _Idempotency:
-        return call.run._idempotency if call.run is not None else self._standalone_idempotency
+    def _idempotency_store(self, call: _Call) -> IdempotencyLedger:
+        return call.run.idempotency if call.run is not None else self._standalone_idempotency
 
     def _claim(self, call: _Call) -> concurrent.futures.Future[Any] | None:
         """None when this call runs the tool; else the future of the earlier call with the same key."""
@@ -420,7 +392,7 @@ class ToolGateway:
         return result
 
     async def _aexecute(self, call: _Call, awaitable: Awaitable[Any], approval: ApprovalDecision | None) -> Any:
-        remaining = call.run._remaining_seconds() if call.run is not None else None
+        remaining = call.run.remaining_seconds() if call.run is not None else None
         try:
             if remaining is None:
                 result = await awaitable
@@ -429,7 +401,7 @@ class ToolGateway:
         except TimeoutError as exc:
             if call.run is not None and remaining is not None:
                 self._failed(call, exc, approval)
-                call.run._time_exhausted()  # raises BudgetExceeded(seconds)
+                call.run.time_exhausted()  # raises BudgetExceeded(seconds)
             raise
         except Exception as exc:
             self._failed(call, exc, approval)
@@ -519,7 +491,7 @@ class ToolGateway:
         self, call: _Call, disposition: ToolDisposition, outcome: ToolOutcome, *, rule: str | None = None
     ) -> None:
         if call.run is not None:
-            call.run._tool_call_recorded(call.tool, disposition, outcome)
+            call.run.tool_call_recorded(call.tool, disposition, outcome)
         if not call.settings.audit_tool_calls or not audit_logger.isEnabledFor(logging.INFO):
             return
         audit_logger.info(

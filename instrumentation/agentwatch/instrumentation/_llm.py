@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -17,9 +17,7 @@ from opentelemetry.trace import Span, Status, StatusCode
 from agentwatch.instrumentation import semconv
 from agentwatch.instrumentation._context import current_step
 from agentwatch.instrumentation._guard import end_span, start_span
-
-if TYPE_CHECKING:
-    from agentwatch.instrumentation._run import AgentRun
+from agentwatch.instrumentation._runapi import MeteredRun
 
 
 def _count(name: str, value: int) -> int:
@@ -33,7 +31,7 @@ class LLMCall:
 
     def __init__(
         self,
-        run: AgentRun,
+        run: MeteredRun,
         *,
         model: str,
         provider: str | None,
@@ -95,7 +93,7 @@ class LLMCall:
 
     def start(self, *, start_time_ns: int | None = None) -> None:
         run = self._run
-        attributes = dict(run._base_attributes)
+        attributes = run.span_attributes()
         attributes[semconv.GEN_AI_OPERATION_NAME] = self.operation
         attributes[semconv.GEN_AI_REQUEST_MODEL] = self.model
         if self.provider:
@@ -148,7 +146,7 @@ class LLMCall:
         if error is not None:
             span.set_attribute(semconv.ERROR_TYPE, type(error).__qualname__)
             span.set_status(Status(StatusCode.ERROR))
-        run._llm_call_recorded(
+        run.llm_call_recorded(
             input_tokens=self.input_tokens,
             output_tokens=self.output_tokens,
             cached_input_tokens=self.cached_input_tokens,

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeVar
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -27,11 +27,14 @@ from opentelemetry.util.types import AttributeValue
 from agentwatch.instrumentation import semconv
 from agentwatch.instrumentation._budget import Budget
 from agentwatch.instrumentation._context import current_run, current_step
-from agentwatch.instrumentation._gateway import ToolGateway, _Idempotency
+from agentwatch.instrumentation._gateway import ToolGateway
 from agentwatch.instrumentation._guard import end_span, error_description, start_span
+from agentwatch.instrumentation._idempotency import IdempotencyLedger
+from agentwatch.instrumentation._installed import current_settings, current_tracer_provider, tracer_for
 from agentwatch.instrumentation._llm import LLMCall
+from agentwatch.instrumentation._runapi import GovernedRun
 from agentwatch.instrumentation._settings import InstrumentationSettings
-from agentwatch.instrumentation._setup import current_settings, current_tracer_provider, tracer_for
+from agentwatch.instrumentation._step import StepScope
 from agentwatch.instrumentation.errors import BudgetExceeded, KillSwitchEngaged, RunStopped
 from agentwatch.instrumentation.killswitch import KillSwitch, KillSwitchSource
 from agentwatch.instrumentation.semconv import BudgetName, StopReason, ToolDisposition, ToolOutcome, Track
@@ -59,7 +62,12 @@ class Usage:
 
 
 class AgentRun:
-    """A live run; get one from ``agent_run(...)``. Thread- and task-safe counters."""
+    """A live run; get one from ``agent_run(...)``. Thread- and task-safe counters.
+
+    It implements the internal protocols of ``_runapi`` (``GovernedRun`` for the tool gateway,
+    ``MeteredRun`` for LLM calls): the methods under "hooks" below are for those and for the
+    runtime integrations, not for agent code.
+    """
 
     def __init__(
         self,
@@ -102,7 +110,7 @@ class AgentRun:
         self._cached_input_tokens = 0
         self._cost_usd = 0.0
         self._started_at = 0.0
-        self._idempotency = _Idempotency()
+        self._idempotency = IdempotencyLedger()
         self._tool_dispositions: dict[str, int] = {}
         self._base_attributes: dict[str, AttributeValue] = {
             semconv.RUN_ID: self.run_id,
@@ -282,7 +290,7 @@ class AgentRun:
         state = self.kill_switch.check(agent=self.agent, tenant_id=self.tenant_id)
         if state.engaged:
             error = KillSwitchEngaged(state.scope or "*", f"source {state.source}")
-            self._kill_switch_engaged(error)
+            self.kill_switch_engaged(error)
             raise error
 
     def _enforce(self, check: Callable[[_Used], None], used: _Used) -> None:
@@ -297,39 +305,13 @@ class AgentRun:
         if self.budget.max_seconds is not None:
             self._enforce(self.budget.check_time, self.elapsed_seconds())
 
-    def _admit_step(self) -> int:
-        self._ensure_running()
-        self._check_kill_switch()
-        self._check_time()
-        with self._lock:
-            self._enforce(self.budget.check_step, self._steps)
-            self._steps += 1
-            return self._steps
-
-    def _admit_tool_call(self) -> None:
-        self._ensure_running()
-        self._check_time()
-        with self._lock:
-            self._enforce(self.budget.check_tool_call, self._tool_calls)
-            self._tool_calls += 1
-
     def _admit_llm_call(self) -> None:
         self._ensure_running()
         self._check_kill_switch()
         self._check_time()
         self._enforce(self.budget.check_usd, self._cost_usd)
 
-    def _remaining_seconds(self) -> float | None:
-        return self.budget.remaining_seconds(self.elapsed_seconds())
-
-    def _time_exhausted(self) -> None:
-        """An awaited tool outlived the wall-time budget."""
-        assert self.budget.max_seconds is not None
-        exc = BudgetExceeded(BudgetName.SECONDS, self.budget.max_seconds, round(self.elapsed_seconds(), 6))
-        self._budget_exceeded(exc)
-        raise exc
-
-    # -- recording (called by the gateway and LLM calls) ----------------------------------------
+    # -- terminal conditions ----------------------------------------------------------------------
 
     def _make_terminal(self, exc: RunStopped) -> bool:
         """Fix the run's terminal condition; True for the first one (later ones change nothing)."""
@@ -352,17 +334,60 @@ class AgentRun:
                 },
             )
 
-    def _kill_switch_engaged(self, exc: KillSwitchEngaged) -> None:
+    # -- hooks: the _runapi protocols (the gateway, LLM calls, runtime integrations) ---------------
+
+    def span_attributes(self) -> dict[str, AttributeValue]:
+        """A fresh copy of the attributes every span of the run carries (run id, agent, tenant, track)."""
+        return dict(self._base_attributes)
+
+    @property
+    def idempotency(self) -> IdempotencyLedger:
+        """The run's idempotency keys: a key repeated within the run returns the first result."""
+        return self._idempotency
+
+    def admit_step(self) -> int:
+        """Count a step against the budgets and return its index, or raise ``RunStopped`` first."""
+        self._ensure_running()
+        self._check_kill_switch()
+        self._check_time()
+        with self._lock:
+            self._enforce(self.budget.check_step, self._steps)
+            self._steps += 1
+            return self._steps
+
+    def admit_tool_call(self) -> None:
+        """Count a tool call against the budgets, or raise ``RunStopped`` before anything starts."""
+        self._ensure_running()
+        self._check_time()
+        with self._lock:
+            self._enforce(self.budget.check_tool_call, self._tool_calls)
+            self._tool_calls += 1
+
+    def remaining_seconds(self) -> float | None:
+        """Wall time left in the time budget (None: no time budget)."""
+        return self.budget.remaining_seconds(self.elapsed_seconds())
+
+    def time_exhausted(self) -> NoReturn:
+        """An awaited tool outlived the wall-time budget: the run's terminal stop, raised."""
+        assert self.budget.max_seconds is not None
+        exc = BudgetExceeded(BudgetName.SECONDS, self.budget.max_seconds, round(self.elapsed_seconds(), 6))
+        self._budget_exceeded(exc)
+        raise exc
+
+    def kill_switch_engaged(self, exc: KillSwitchEngaged) -> None:
+        """The kill switch stopped one of the run's calls: it becomes the run's terminal stop."""
         if self._make_terminal(exc):
             self.span.add_event(semconv.EVENT_KILL_SWITCH_ENGAGED, {semconv.EVENT_ATTR_SCOPE: exc.scope})
 
-    def _tool_call_recorded(self, tool: str, disposition: ToolDisposition, outcome: ToolOutcome) -> None:
+    def tool_call_recorded(self, tool: str, disposition: ToolDisposition, outcome: ToolOutcome) -> None:
+        """Count a finished tool call under its disposition."""
         with self._lock:
             self._tool_dispositions[disposition.value] = self._tool_dispositions.get(disposition.value, 0) + 1
 
-    def _llm_call_recorded(
+    def llm_call_recorded(
         self, *, input_tokens: int, output_tokens: int, cached_input_tokens: int, cost_usd: float | None
     ) -> None:
+        """Add one finished LLM call to the totals (``cost_usd`` None: the model has no price)."""
         with self._lock:
             self._llm_calls += 1
             self._input_tokens += input_tokens
@@ -456,54 +481,13 @@ class AgentRun:
         return f"<AgentRun {self.agent} {self.run_id} {reason} steps={self._steps} tool_calls={self._tool_calls}>"
 
 
-class StepScope:
-    """One step of a run: a ``step {agent}`` span and ``agentwatch.step.index`` in context."""
-
-    def __init__(self, run: AgentRun) -> None:
-        self._run = run
-        self.index = 0
-        self._span: Span = trace.INVALID_SPAN
-        self._context_token: object = None
-        self._step_token: Token[int | None] | None = None
-
-    def __enter__(self) -> StepScope:
-        run = self._run
-        self.index = run._admit_step()
-        attributes = dict(run._base_attributes)
-        attributes[semconv.GEN_AI_OPERATION_NAME] = semconv.OP_STEP
-        attributes[semconv.STEP_INDEX] = self.index
-        self._span = start_span(run.tracer, semconv.step_span_name(run.agent), attributes, strict=run.settings.strict)
-        self._context_token = otel_context.attach(trace.set_span_in_context(self._span))
-        self._step_token = current_step.set(self.index)
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._step_token is not None:
-            current_step.reset(self._step_token)
-        otel_context.detach(self._context_token)  # type: ignore[arg-type]
-        if exc is not None and not isinstance(exc, RunStopped):
-            self._span.set_attribute(semconv.ERROR_TYPE, type(exc).__qualname__)
-            self._span.set_status(Status(StatusCode.ERROR))
-        end_span(self._span, strict=self._run.settings.strict)
-
-    async def __aenter__(self) -> StepScope:
-        return self.__enter__()
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.__exit__(exc_type, exc, tb)
-
-
 class RunScope:
     """What ``agent_run`` returns: enter it with ``with`` or ``async with`` to get the ``AgentRun``."""
 
     def __init__(self, run: AgentRun) -> None:
         self.run = run
         self._context_token: object = None
-        self._run_token: Token[AgentRun | None] | None = None
+        self._run_token: Token[GovernedRun | None] | None = None
         self._step_token: Token[int | None] | None = None
 
     def __enter__(self) -> AgentRun:
@@ -531,6 +515,12 @@ class RunScope:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> bool:
         return self.__exit__(exc_type, exc, tb)
+
+
+def get_current_run() -> AgentRun | None:
+    """The run the caller is inside, if any."""
+    run = current_run.get()
+    return run if isinstance(run, AgentRun) else None
 
 
 def agent_run(

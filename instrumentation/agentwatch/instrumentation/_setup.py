@@ -8,69 +8,20 @@ exporter reads ``OTEL_EXPORTER_OTLP_*`` itself when no endpoint is given). An ex
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import TYPE_CHECKING, Final
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
-from agentwatch.instrumentation import semconv
+from agentwatch.instrumentation._config import AgentWatchConfig
+from agentwatch.instrumentation._installed import install
 from agentwatch.instrumentation._processor import RunAttributesSpanProcessor
 from agentwatch.instrumentation._settings import InstrumentationSettings
 from agentwatch.instrumentation.pricing import PriceTable
 from agentwatch.instrumentation.redaction import Redactor
-
-if TYPE_CHECKING:
-    from agentwatch.instrumentation._config import AgentWatchConfig
-
-
-class _Installed:
-    """What ``configure()`` installed for this process (the defaults runs fall back on)."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.settings: InstrumentationSettings | None = None
-        self.provider: trace.TracerProvider | None = None
-        # keyed by id(); the provider is kept alongside so a recycled id cannot return a stale tracer
-        self.tracers: dict[int, tuple[trace.TracerProvider, trace.Tracer]] = {}
-
-
-_installed: Final = _Installed()
-
-
-def current_settings() -> InstrumentationSettings:
-    """Settings installed by ``configure()``, else built once from the environment."""
-    settings = _installed.settings
-    if settings is None:
-        with _installed.lock:
-            if _installed.settings is None:
-                _installed.settings = InstrumentationSettings.from_env()
-            settings = _installed.settings
-    return settings
-
-
-def current_tracer_provider() -> trace.TracerProvider:
-    """Provider installed by ``configure()``, else OpenTelemetry's global one."""
-    provider = _installed.provider
-    return provider if provider is not None else trace.get_tracer_provider()
-
-
-def tracer_for(provider: trace.TracerProvider) -> trace.Tracer:
-    """The agentwatch tracer of ``provider``, created once per provider (runs start often)."""
-    tracers = _installed.tracers
-    tracer = tracers.get(id(provider))
-    if tracer is None or tracer[0] is not provider:
-        created = provider.get_tracer(semconv.INSTRUMENTATION_SCOPE, schema_url=semconv.SCHEMA_URL)
-        with _installed.lock:
-            if len(tracers) > 64:  # providers are few; a test suite makes many
-                tracers.clear()
-            tracers[id(provider)] = (provider, created)
-        return created
-    return tracer[1]
 
 
 def configure(
@@ -135,9 +86,7 @@ def configure(
             tracer_provider.add_span_processor(span_processor)
         elif exporter is not None:
             tracer_provider.add_span_processor(BatchSpanProcessor(exporter))
-    with _installed.lock:
-        _installed.settings = settings
-        _installed.provider = tracer_provider
+    install(settings, tracer_provider)
     return tracer_provider
 
 
@@ -149,6 +98,4 @@ def _traces_endpoint(endpoint: str) -> str:
 
 def reset_configuration() -> None:
     """Forget what ``configure()`` installed (for tests and for re-configuring a process)."""
-    with _installed.lock:
-        _installed.settings = None
-        _installed.provider = None
+    install(None, None)

@@ -55,15 +55,14 @@ from agents.run_state import RunState
 
 from agentwatch.instrumentation import semconv
 from agentwatch.instrumentation._budget import Budget
-from agentwatch.instrumentation._context import current_run
 from agentwatch.instrumentation._guard import telemetry_failed
-from agentwatch.instrumentation._run import AgentRun, RunScope, agent_run
+from agentwatch.instrumentation._installed import current_settings
+from agentwatch.instrumentation._run import AgentRun, RunScope, agent_run, get_current_run
 from agentwatch.instrumentation._settings import InstrumentationSettings
-from agentwatch.instrumentation._setup import current_settings
 from agentwatch.instrumentation.errors import BudgetExceeded, GuardrailTripped, RunStopped
-from agentwatch.instrumentation.integrations.openai_agents_state import RUNTIME, SdkRun, active_run, content_value
-from agentwatch.instrumentation.integrations.openai_agents_tools import governance_for
-from agentwatch.instrumentation.integrations.openai_agents_tracing import (
+from agentwatch.instrumentation.integrations.openai_agents.state import RUNTIME, SdkRun, active_run, content_value
+from agentwatch.instrumentation.integrations.openai_agents.tools import governance_for
+from agentwatch.instrumentation.integrations.openai_agents.tracing import (
     AgentwatchRunHooks,
     AgentwatchTracingProcessor,
     model_name,
@@ -148,7 +147,7 @@ class _Session:
         self._input = input
         self._bound = bound
         arguments = bound.arguments
-        current = current_run.get()
+        current = get_current_run()
         watching = active_run.get()
         # The caller's own agent_run(..., runtime="openai-agents") block is this run, unless that
         # run is already driving an SDK call (then this is a nested run: an agent used as a tool).

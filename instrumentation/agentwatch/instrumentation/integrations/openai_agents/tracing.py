@@ -39,7 +39,7 @@ from agents.tracing import (
 
 from agentwatch.instrumentation import semconv
 from agentwatch.instrumentation.errors import RunStopped
-from agentwatch.instrumentation.integrations.openai_agents_state import (
+from agentwatch.instrumentation.integrations.openai_agents.state import (
     GUARDRAIL_NAME,
     GUARDRAIL_TRIGGERED,
     MCP_METHOD_NAME,
@@ -51,7 +51,7 @@ from agentwatch.instrumentation.integrations.openai_agents_state import (
     content_value,
     finish_reasons_of,
 )
-from agentwatch.instrumentation.integrations.openai_agents_tools import is_governed, screen_unknown_calls
+from agentwatch.instrumentation.integrations.openai_agents.tools import is_governed, screen_unknown_calls
 
 __all__ = ["AgentwatchRunHooks", "AgentwatchTracingProcessor", "model_name"]
 

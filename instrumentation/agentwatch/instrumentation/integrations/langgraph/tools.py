@@ -46,6 +46,7 @@ from opentelemetry.trace import Span
 
 from agentwatch.instrumentation._context import current_run, current_step
 from agentwatch.instrumentation._gateway import ToolGateway
+from agentwatch.instrumentation._run import AgentRun, get_current_run
 from agentwatch.instrumentation.errors import ApprovalRejected, ToolDenied
 from agentwatch.instrumentation.semconv import ToolRisk
 
@@ -54,8 +55,6 @@ if TYPE_CHECKING:
     from langgraph.prebuilt import ToolNode
     from langgraph.prebuilt.tool_node import ToolCallRequest
     from langgraph.types import Command
-
-    from agentwatch.instrumentation._run import AgentRun
 
 __all__ = [
     "GOVERNED_METADATA_KEY",
@@ -212,7 +211,7 @@ class _Governance:
         raise ToolException(_refusal_message(exc)) from exc
 
     def _run_of(self, site: ToolCallSite | None) -> AgentRun | None:
-        run = site.run if site is not None else current_run.get()
+        run = site.run if site is not None else get_current_run()
         if run is not None and run.gateway is None:
             # A run started without knowing its gateway (a handler given none) adopts it at its
             # first governed call, and with it the gateway's kill switch, as agent_run would have.
@@ -472,7 +471,7 @@ class _UnregisteredCalls:
 
 def _current_site(call_id: str | None) -> ToolCallSite | None:
     # No tool run exists for an unknown tool, so the site comes from the node's context.
-    run = current_run.get()
+    run = get_current_run()
     if run is None:
         return None
     return ToolCallSite(run=run, step=current_step.get(), parent=trace.get_current_span(), call_id=call_id)

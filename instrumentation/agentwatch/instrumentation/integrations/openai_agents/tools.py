@@ -41,7 +41,7 @@ from agents.tool_context import ToolContext
 from agentwatch.instrumentation._gateway import ToolGateway
 from agentwatch.instrumentation._replay import ReplayedToolError
 from agentwatch.instrumentation.errors import ApprovalRejected, RunStopped, ToolDenied
-from agentwatch.instrumentation.integrations.openai_agents_state import SdkRun, active_run, parse_arguments
+from agentwatch.instrumentation.integrations.openai_agents.state import SdkRun, active_run, parse_arguments
 
 if TYPE_CHECKING:
     from agentwatch.instrumentation._gateway import ToolFunction

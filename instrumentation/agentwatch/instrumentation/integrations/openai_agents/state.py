@@ -222,7 +222,7 @@ class SdkRun:
             otel_context.detach(context_token)
 
     def _attributes(self, operation: str | None) -> dict[str, AttributeValue]:
-        attributes = dict(self.run._base_attributes)
+        attributes = self.run.span_attributes()
         if operation is not None:
             attributes[semconv.GEN_AI_OPERATION_NAME] = operation
         return attributes
@@ -254,7 +254,7 @@ class SdkRun:
         if needs_step:
             if step is not None:
                 self.turn_ended()
-            index = run._admit_step()  # budgets and kill switch: the refused step never starts
+            index = run.admit_step()  # budgets and kill switch: the refused step never starts
             pending = self._turn
             step_agent = pending.agent if pending is not None else agent
             attributes = self._attributes(semconv.OP_STEP)
@@ -377,7 +377,7 @@ class SdkRun:
     def tool_started(self, *, tool: str, call_id: str | None, arguments: str | None, sdk_span_id: str | None) -> str:
         """Admit and open an ungoverned tool call; returns its key. Raises ``RunStopped`` over budget."""
         run = self.run
-        run._admit_tool_call()  # counted like any gateway call: the tool-call budget covers every tool
+        run.admit_tool_call()  # counted like any gateway call: the tool-call budget covers every tool
         parent, index = self._parent()
         attributes = self._attributes(semconv.OP_EXECUTE_TOOL)
         attributes[semconv.GEN_AI_TOOL_NAME] = tool
@@ -430,7 +430,7 @@ class SdkRun:
             span.set_attribute(semconv.GEN_AI_TOOL_CALL_ARGUMENTS, redactor.to_attribute(open_tool.arguments))
             if result is not None:
                 span.set_attribute(semconv.GEN_AI_TOOL_CALL_RESULT, redactor.to_attribute(content_value(result)))
-        run._tool_call_recorded(open_tool.tool, ToolDisposition.ALLOWED, outcome)
+        run.tool_call_recorded(open_tool.tool, ToolDisposition.ALLOWED, outcome)
         if settings.audit_tool_calls and audit_logger.isEnabledFor(logging.INFO):
             audit_logger.info(
                 "tool call %s: %s/%s",

@@ -1,25 +1,9 @@
-"""OpenAI Agents SDK integration: runs, steps, LLM and tool calls on the agentwatch contract, and tool governance.
+"""``instrument()`` / ``uninstrument()``, tool governance and ``OpenAIAgentsInstrumentor`` for the OpenAI Agents SDK.
 
-::
-
-    from agents import Agent, Runner
-    from agentwatch.instrumentation.integrations import openai_agents
-
-    openai_agents.instrument(budget=Budget(max_steps=25, max_tool_calls=12), tenant_id="acme")
-    openai_agents.govern_tools(agent, gateway)          # every function tool call through the gateway
-    result = Runner.run_sync(agent, "Where is my order 1234?")
-
-``instrument()`` wraps ``Runner.run`` / ``run_sync`` / ``run_streamed`` so each call is one
-agentwatch run (``agentwatch.runtime = "openai-agents"``, budgets enforced, a stop reason always
-set) and *adds* a tracing processor next to the SDK's own (the SDK's export to its backend is
-untouched). To choose tenant, version, track or budget per call, run the SDK inside your own
-``agent_run(..., runtime="openai-agents")`` block (the call is adopted as that run), or put
-``agentwatch.tenant.id`` / ``agentwatch.track`` / ``gen_ai.agent.version`` in
-``RunConfig(trace_metadata=...)``. ``uninstrument()`` restores the ``Runner`` methods and the
-SDK's processor list exactly. ``OpenAIAgentsInstrumentor`` is the same for ``opentelemetry-instrument``.
-
-This module imports the SDK only when used, so it loads (and ``OpenAIAgentsInstrumentor`` can be
-discovered) where the SDK is not installed.
+What ``agentwatch.instrumentation.integrations.openai_agents`` exports (see the package for how
+they are used). This module imports the SDK only when used, so it loads (and
+``OpenAIAgentsInstrumentor`` can be discovered) where the SDK is not installed: the modules that
+need the SDK (``runner``, ``tracing``, ``tools``) are imported inside the functions.
 """
 
 from __future__ import annotations
@@ -33,7 +17,6 @@ from typing import TYPE_CHECKING, Any, Final
 
 from agentwatch.instrumentation._budget import Budget
 from agentwatch.instrumentation._settings import InstrumentationSettings
-from agentwatch.instrumentation.integrations.openai_agents_state import RUNTIME
 from agentwatch.instrumentation.killswitch import KillSwitch, KillSwitchSource
 from agentwatch.instrumentation.semconv import Track
 
@@ -43,11 +26,10 @@ if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
 
     from agentwatch.instrumentation._gateway import ToolFunction, ToolGateway
-    from agentwatch.instrumentation.integrations.openai_agents_runner import RunnerPatch
-    from agentwatch.instrumentation.integrations.openai_agents_tools import IdempotencyKey, NameMapping, OnDenied
+    from agentwatch.instrumentation.integrations.openai_agents.runner import RunnerPatch
+    from agentwatch.instrumentation.integrations.openai_agents.tools import IdempotencyKey, NameMapping, OnDenied
 
 __all__ = [
-    "RUNTIME",
     "OpenAIAgentsInstrumentor",
     "function_tools",
     "govern_tools",
@@ -107,8 +89,8 @@ def instrument(*, tracer_provider: TracerProvider | None = None, **options: Any)
             "the OpenAI Agents integration needs the openai-agents package (pip install 'agentwatch[runtimes]')",
             name="agents",
         ) from exc
-    from agentwatch.instrumentation.integrations.openai_agents_runner import RunnerPatch
-    from agentwatch.instrumentation.integrations.openai_agents_tracing import AgentwatchTracingProcessor
+    from agentwatch.instrumentation.integrations.openai_agents.runner import RunnerPatch
+    from agentwatch.instrumentation.integrations.openai_agents.tracing import AgentwatchTracingProcessor
 
     given: dict[str, Any] = dict(options)
     if tracer_provider is not None:
@@ -166,33 +148,33 @@ def govern_tools(
     names: NameMapping | None = None,
     idempotency_key: IdempotencyKey | None = None,
 ) -> None:
-    """Put every function tool of ``agents`` behind ``gateway`` (see ``openai_agents_tools.govern_tools``).
+    """Put every function tool of ``agents`` behind ``gateway`` (see ``openai_agents.tools.govern_tools``).
 
     A refused call answers the model with a refusal (``on_denied="refuse"``) or stops the run
     with ``policy_denied`` / ``approval_rejected`` (``on_denied="stop"``); budget and kill-switch
     stops always stop it.
     """
-    from agentwatch.instrumentation.integrations import openai_agents_tools
+    from agentwatch.instrumentation.integrations.openai_agents import tools
 
-    openai_agents_tools.govern_tools(agents, gateway, on_denied=on_denied, names=names, idempotency_key=idempotency_key)
+    tools.govern_tools(agents, gateway, on_denied=on_denied, names=names, idempotency_key=idempotency_key)
 
 
 def function_tools(
     implementations: Mapping[str, Callable[..., Any]], *, names: Mapping[str, str] | None = None
 ) -> list[Tool]:
     """One SDK ``FunctionTool`` per gateway tool implementation, for ``govern_tools`` to route to the gateway."""
-    from agentwatch.instrumentation.integrations import openai_agents_tools
+    from agentwatch.instrumentation.integrations.openai_agents import tools
 
-    return openai_agents_tools.function_tools(implementations, names=names)
+    return tools.function_tools(implementations, names=names)
 
 
 def tool_implementations(
     agents: Agent[Any] | Iterable[Agent[Any]], *, names: NameMapping | None = None
 ) -> dict[str, ToolFunction]:
     """The agents' own function tools as gateway implementations (``ToolGateway(tools=...)``)."""
-    from agentwatch.instrumentation.integrations import openai_agents_tools
+    from agentwatch.instrumentation.integrations.openai_agents import tools
 
-    return openai_agents_tools.tool_implementations(agents, names=names)
+    return tools.tool_implementations(agents, names=names)
 
 
 # --- opentelemetry-instrument --------------------------------------------------------------------
