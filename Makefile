@@ -52,11 +52,10 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/dashboard_queries.py
 	$(BIN)/python benchmarks/drift_quality.py
 
-# Regenerate the committed artifacts (tests fail when these differ from the code).
+# Regenerate the committed artifacts: dashboards, alert rules and runbook, then the Kubernetes manifests
+# embedding them (`agentwatch generate --check` and the tests fail when they differ from the code).
 generate: $(STAMP)
-	$(BIN)/agentwatch dashboards
-	$(BIN)/agentwatch alerts
-	$(BIN)/python tests/_deploy_sync.py
+	$(BIN)/agentwatch generate
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -24,16 +24,20 @@ import pytest
 import yaml
 from _promstack import ALERTMANAGER_BIN, ALERTMANAGER_CONFIG, AMTOOL_BIN, PROMTOOL_BIN, Alertmanager, parse_duration
 
-from agentwatch.dashboards import rules
-from agentwatch.dashboards.rules import RuleOptions, render_rule_files, render_runbook
+from agentwatch.alerts import cli as alerts_command
+from agentwatch.alerts.model import RULE_FILE, RUNBOOK_FILE
+from agentwatch.alerts.options import RuleOptions
+from agentwatch.alerts.render import stale_files
+from agentwatch.alerts.rules import ALERT_NAMES, render_rule_files
+from agentwatch.alerts.runbook import render_runbook
 
 pytestmark = pytest.mark.skipif(not PROMTOOL_BIN.exists(), reason="Debian's prometheus (promtool) is not installed")
 
 ROOT = Path(__file__).resolve().parents[1]
 ALERTS_DIR = ROOT / "alerts"
-RULES_PATH = ALERTS_DIR / rules.RULE_FILE
+RULES_PATH = ALERTS_DIR / RULE_FILE
 UNIT_TESTS_DIR = ALERTS_DIR / "tests"
-RUNBOOK_PATH = ALERTS_DIR / rules.RUNBOOK_FILE
+RUNBOOK_PATH = ALERTS_DIR / RUNBOOK_FILE
 
 # The names other parts of the system (Alertmanager routes, the end-to-end test) rely on.
 CONTRACT_ALERTS = {
@@ -101,7 +105,7 @@ def run_unit_tests(workdir: Path, rules_text: str, test_files: Sequence[Path]) -
     """Run copies of ``test_files`` against ``rules_text``, laid out like ``alerts/`` (tests/ next to the rules)."""
     tests_dir = workdir / "tests"
     tests_dir.mkdir(parents=True, exist_ok=True)
-    (workdir / rules.RULE_FILE).write_text(rules_text)
+    (workdir / RULE_FILE).write_text(rules_text)
     copies = []
     for path in test_files:
         copy = tests_dir / path.name
@@ -114,8 +118,8 @@ def run_unit_tests(workdir: Path, rules_text: str, test_files: Sequence[Path]) -
 
 
 def test_committed_files_equal_a_fresh_rendering() -> None:
-    assert rules.stale_files(ALERTS_DIR) == [], "run `agentwatch alerts` and commit the result"
-    assert RULES_PATH.read_text() == render_rule_files()[rules.RULE_FILE]
+    assert stale_files(ALERTS_DIR) == [], "run `agentwatch alerts` and commit the result"
+    assert RULES_PATH.read_text() == render_rule_files()[RULE_FILE]
     assert RUNBOOK_PATH.read_text() == render_runbook()
 
 
@@ -127,7 +131,7 @@ def test_rendering_is_deterministic() -> None:
 def test_the_alert_names_are_the_contract() -> None:
     document = rule_document(RULES_PATH.read_text())
     assert set(alert_rules(document)) == set(CONTRACT_ALERTS)
-    assert set(rules.ALERT_NAMES) == set(CONTRACT_ALERTS)
+    assert set(ALERT_NAMES) == set(CONTRACT_ALERTS)
     for name, severity in CONTRACT_ALERTS.items():
         if severity is not None:
             assert alert_rules(document)[name]["labels"]["severity"] == severity, name
@@ -200,7 +204,7 @@ def test_every_unit_test_group_sets_an_interval() -> None:
     """Prometheus 2.42's promtool misbehaves without an explicit interval in a test group."""
     for path in unit_test_files():
         document = yaml.safe_load(path.read_text())
-        assert document["rule_files"] == [f"../{rules.RULE_FILE}"], path
+        assert document["rule_files"] == [f"../{RULE_FILE}"], path
         for group in document["tests"]:
             assert group.get("interval"), f"{path.name}: {group.get('name')}"
 
@@ -281,7 +285,7 @@ MUTATIONS = [
 def test_a_mutated_threshold_breaks_its_unit_test(
     tmp_path: Path, overrides: dict[str, Any], test_file: str, failing_test: str
 ) -> None:
-    mutated = render_rule_files(RuleOptions(**overrides))[rules.RULE_FILE]
+    mutated = render_rule_files(RuleOptions(**overrides))[RULE_FILE]
     assert mutated != RULES_PATH.read_text()
     done = run_unit_tests(tmp_path, mutated, [UNIT_TESTS_DIR / test_file])
     output = done.stdout + done.stderr
@@ -306,7 +310,7 @@ def burn_thresholds(document: Mapping[str, Any]) -> dict[str, set[float]]:
 def test_the_budget_slo_sets_the_burn_rate_thresholds() -> None:
     default = burn_thresholds(rule_document(RULES_PATH.read_text()))
     assert default == {"AgentBudgetBurnFast": {0.144}, "AgentBudgetBurnSlow": {0.06}, "AgentBudgetBurnTicket": {0.01}}
-    strict = burn_thresholds(rule_document(render_rule_files(RuleOptions(budget_slo=0.999))[rules.RULE_FILE]))
+    strict = burn_thresholds(rule_document(render_rule_files(RuleOptions(budget_slo=0.999))[RULE_FILE]))
     assert strict == {"AgentBudgetBurnFast": {0.0144}, "AgentBudgetBurnSlow": {0.006}, "AgentBudgetBurnTicket": {0.001}}
     assert "99.9%" in render_runbook(RuleOptions(budget_slo=0.999))
 
@@ -329,7 +333,7 @@ def budget_burn_test(
         labels_expected = {"severity": "page", "component": "agent", "agent": "support"}
         expected.append({"exp_labels": labels_expected, "exp_annotations": annotations})
     return {
-        "rule_files": [f"../{rules.RULE_FILE}"],
+        "rule_files": [f"../{RULE_FILE}"],
         "evaluation_interval": interval,
         "tests": [
             {
@@ -370,7 +374,7 @@ def test_a_stricter_budget_slo_pages_where_the_default_does_not(tmp_path: Path) 
         budget_burn_test(stop_share_percent=2, interval="1m", eval_time="30m", description=description),
     )
     strict = run_unit_tests(
-        tmp_path / "strict", render_rule_files(RuleOptions(budget_slo=0.999))[rules.RULE_FILE], [test_file]
+        tmp_path / "strict", render_rule_files(RuleOptions(budget_slo=0.999))[RULE_FILE], [test_file]
     )
     assert strict.returncode == 0, strict.stdout + strict.stderr
     default = run_unit_tests(tmp_path / "default", RULES_PATH.read_text(), [test_file])
@@ -406,14 +410,14 @@ def expr_durations(document: Mapping[str, Any]) -> list[float]:
 
 def test_the_time_scaled_rules_pass_promtool_check(tmp_path: Path) -> None:
     path = tmp_path / "scaled.yaml"
-    path.write_text(render_rule_files(RuleOptions(time_scale=E2E_SCALE))[rules.RULE_FILE])
+    path.write_text(render_rule_files(RuleOptions(time_scale=E2E_SCALE))[RULE_FILE])
     done = promtool("check", "rules", "--lint-fatal", path)
     assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_time_scale_scales_windows_and_for_with_a_floor() -> None:
     default = rule_document(RULES_PATH.read_text())
-    scaled = rule_document(render_rule_files(RuleOptions(time_scale=E2E_SCALE))[rules.RULE_FILE])
+    scaled = rule_document(render_rule_files(RuleOptions(time_scale=E2E_SCALE))[RULE_FILE])
     nominal, fast = expr_durations(default), expr_durations(scaled)
     assert len(nominal) == len(fast) > 0
     for before, after in zip(nominal, fast, strict=True):
@@ -435,7 +439,7 @@ def test_the_time_scaled_budget_alert_pages_within_seconds(tmp_path: Path) -> No
 
     The description speaks of the scaled windows (1h is 30s, 5m is clamped to 5s, the 30d period is 6h).
     """
-    scaled = render_rule_files(RuleOptions(time_scale=E2E_SCALE))[rules.RULE_FILE]
+    scaled = render_rule_files(RuleOptions(time_scale=E2E_SCALE))[RULE_FILE]
     description = (
         "20% of the runs of agent support ended on a budget stop over the last 30s (and over the last 5s); the SLO "
         "allows 1%, so this burns the error budget 14.4x too fast: 2% of the 6h budget per 30s, all of it in 25m."
@@ -522,7 +526,7 @@ def test_the_runbook_silence_examples_work_against_alertmanager(tmp_path: Path) 
 
 def alerts_cli(*argv: str) -> int:
     parser = argparse.ArgumentParser(prog="agentwatch")
-    rules.add_command(parser.add_subparsers(dest="command", required=True))
+    alerts_command.add_command(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["alerts", *argv])
     result: int = args.handler(args)
     return result
@@ -531,13 +535,13 @@ def alerts_cli(*argv: str) -> int:
 def test_the_command_writes_and_checks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "alerts"
     assert alerts_cli("--out", str(out)) == 0
-    assert (out / rules.RULE_FILE).read_text() == RULES_PATH.read_text()
-    assert (out / rules.RUNBOOK_FILE).read_text() == RUNBOOK_PATH.read_text()
+    assert (out / RULE_FILE).read_text() == RULES_PATH.read_text()
+    assert (out / RUNBOOK_FILE).read_text() == RUNBOOK_PATH.read_text()
     assert alerts_cli("--out", str(out), "--check") == 0
-    (out / rules.RUNBOOK_FILE).write_text("edited by hand\n")
+    (out / RUNBOOK_FILE).write_text("edited by hand\n")
     capsys.readouterr()
     assert alerts_cli("--out", str(out), "--check") == 1
-    assert rules.RUNBOOK_FILE in capsys.readouterr().err
+    assert RUNBOOK_FILE in capsys.readouterr().err
     # the committed files hold the default SLO, not another one
     assert alerts_cli("--out", str(ALERTS_DIR), "--check") == 0
     assert alerts_cli("--out", str(ALERTS_DIR), "--check", "--budget-slo", "0.999") == 1

@@ -37,7 +37,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-from agentwatch.collectors import metrics
+from agentwatch.collectors import metric_names
 from agentwatch.collectors._examples import load_example
 from agentwatch.collectors.store import ClickHouseStore
 from agentwatch.dashboards import dashboards_cli, runs
@@ -173,6 +173,16 @@ def test_add_command_registers_the_subcommand() -> None:
     defaults = parser.parse_args(["dashboards"])
     assert defaults.check is False
     assert defaults.out == DASHBOARDS_DIR, "from a source checkout the default is the committed folder"
+
+
+def test_the_generators_names_are_the_collectors_names() -> None:
+    """Dashboards and alerts read ``metric_names``; the collector exposes its metrics under ``metrics``' names."""
+    from agentwatch.collectors import metrics
+
+    assert metric_names.OTHER == semconv.STOP_REASON_OTHER
+    assert set(metric_names.__all__) <= set(metrics.__all__)
+    for name in metric_names.__all__:
+        assert getattr(metrics, name) is getattr(metric_names, name), name
 
 
 # --- Grafana's dashboard schema ----------------------------------------------------------------------
@@ -321,7 +331,9 @@ def test_dashboard_provider_reads_the_folder_compose_mounts() -> None:
 
 
 _METRIC_NAME = re.compile(r"\b(agentwatch_\w+|up|scrape_duration_seconds)\b")
-_KNOWN_SERIES: Final = frozenset([*metrics.AGENT_METRICS, *metrics.COLLECTOR_METRICS, "up", "scrape_duration_seconds"])
+_KNOWN_SERIES: Final = frozenset(
+    [*metric_names.AGENT_METRICS, *metric_names.COLLECTOR_METRICS, "up", "scrape_duration_seconds"]
+)
 _HISTOGRAM_SUFFIXES: Final = ("_bucket", "_sum", "_count")
 
 
@@ -337,7 +349,7 @@ def test_promql_uses_only_the_collectors_metric_names() -> None:
             assert name in _KNOWN_SERIES or base in _KNOWN_SERIES, f"{query.panel_title}: unknown series {name}"
             used.add(base if base in _KNOWN_SERIES else name)
     # every agent metric has a panel
-    assert set(metrics.AGENT_METRICS) <= used, set(metrics.AGENT_METRICS) - used
+    assert set(metric_names.AGENT_METRICS) <= used, set(metric_names.AGENT_METRICS) - used
 
 
 def test_sql_filters_on_the_sort_key_prefix_and_time() -> None:
@@ -560,7 +572,7 @@ def _wait_for_runs(prometheus: Prometheus, runs_sent: int, timeout_s: float = 60
     deadline = time.monotonic() + timeout_s
     seen = 0.0
     while time.monotonic() < deadline:
-        result = prometheus.query(f"sum({metrics.RUNS_TOTAL})")["result"]
+        result = prometheus.query(f"sum({metric_names.RUNS_TOTAL})")["result"]
         seen = float(result[0]["value"][1]) if result else 0.0
         if seen >= runs_sent:
             return
@@ -592,7 +604,7 @@ def prometheus_with_traffic(tmp_path_factory: pytest.TempPathFactory) -> Iterato
             _wait_for_runs(prometheus, sent)
             sent += _send_demo_traffic(collector.traces_url, seed=2)
             _wait_for_runs(prometheus, sent)
-            _wait_for_series(prometheus, metrics.CANARY_VERDICT)
+            _wait_for_series(prometheus, metric_names.CANARY_VERDICT)
             time.sleep(2)  # a few more scrapes after the last change
             yield prometheus, instance
     finally:
@@ -647,6 +659,6 @@ def test_promql_numbers_reflect_the_traffic(prometheus_with_traffic: tuple[Prome
     assert value("agentwatch-collector", "Store up") == 1
     # the drift analyzer's answer for the canary of "support": a verdict code, and an e-value
     assert value("agentwatch-canary", "Canary verdict") in (0, 1, 2)
-    tracks = prometheus.query(f"count by (track) ({metrics.RUNS_TOTAL})")["result"]
+    tracks = prometheus.query(f"count by (track) ({metric_names.RUNS_TOTAL})")["result"]
     assert {series["metric"]["track"] for series in tracks} == {"stable", "baseline", "canary"}
     assert COLLECTOR_JOB in {series["metric"]["job"] for series in prometheus.query("up")["result"]}

@@ -50,13 +50,13 @@ from _deploy_model import (
     parse_quantity,
     published_ports,
 )
-from _deploy_sync import (
-    CLICKHOUSE_FILES,
-    COLLECTOR_CONFIG,
-    GRAFANA_DASHBOARDS,
-    GRAFANA_DATASOURCES,
-    GRAFANA_PROVIDER,
-    PROMETHEUS_RULE,
+
+from agentwatch.collectors.auth import Authenticator
+from agentwatch.collectors.schema import SchemaOptions, render
+from agentwatch.collectors.settings import ENV_PREFIX, CollectorSettings, parse_address
+from agentwatch.dashboards.datasources import DASHBOARDS_MOUNT_PATH, DATASOURCE_TYPES
+from agentwatch.dashboards.deploy_sync import (
+    DeployLayout,
     SyncError,
     alert_groups,
     alert_rule_files,
@@ -64,17 +64,24 @@ from _deploy_sync import (
     replace_block,
 )
 
-from agentwatch.collectors.auth import Authenticator
-from agentwatch.collectors.schema import SchemaOptions, render
-from agentwatch.collectors.settings import ENV_PREFIX, CollectorSettings, parse_address
-from agentwatch.dashboards.datasources import DASHBOARDS_MOUNT_PATH, DATASOURCE_TYPES
-
+LAYOUT = DeployLayout(ROOT)
+COLLECTOR_CONFIG = LAYOUT.collector_config
+CLICKHOUSE_FILES = LAYOUT.clickhouse_files
+PROMETHEUS_RULE = LAYOUT.prometheus_rule
+GRAFANA_DATASOURCES = LAYOUT.grafana_datasources
+GRAFANA_PROVIDER = LAYOUT.grafana_provider
+GRAFANA_DASHBOARDS = LAYOUT.grafana_dashboards
 PROMETHEUS_CONFIG = DEPLOY / "prometheus" / "prometheus.yml"
 ALERTMANAGER_CONFIG = DEPLOY / "alertmanager" / "alertmanager.yaml"
 TOKENS_EXAMPLE = DEPLOY / "collector" / "tokens.example.yaml"
 CLICKHOUSE_ENV_EXAMPLE = K8S / "secrets" / "clickhouse.env.example"
 README = DEPLOY / "README.md"
-SECRET_FILES = {"secrets/tokens.yaml": TOKENS_EXAMPLE, "secrets/clickhouse.env": CLICKHOUSE_ENV_EXAMPLE}
+METRICS_TOKEN_EXAMPLE = K8S / "secrets" / "metrics-token.example"
+SECRET_FILES = {
+    "secrets/tokens.yaml": TOKENS_EXAMPLE,
+    "secrets/clickhouse.env": CLICKHOUSE_ENV_EXAMPLE,
+    "secrets/metrics-token": METRICS_TOKEN_EXAMPLE,
+}
 
 COLLECTOR_PORTS = {4317, 4318, 9464}
 # container ports each compose service must publish (on 127.0.0.1: the stack's credentials are defaults)
@@ -139,8 +146,8 @@ def test_every_yaml_file_under_deploy_parses() -> None:
 
 
 def test_derived_manifests_are_current() -> None:
-    stale = [str(manifest.path.relative_to(ROOT)) for manifest in derived_manifests() if manifest.stale()]
-    assert stale == [], "run `.venv/bin/python tests/_deploy_sync.py` to refresh them"
+    stale = [str(manifest.path.relative_to(ROOT)) for manifest in derived_manifests(LAYOUT) if manifest.stale()]
+    assert stale == [], "run `agentwatch generate` to refresh them"
 
 
 def test_replace_block_swaps_only_the_named_literal_block() -> None:
@@ -167,13 +174,19 @@ def _promtool(*args: str) -> subprocess.CompletedProcess[str]:
 def test_promtool_accepts_the_prometheus_config_with_the_repository_rules(
     tmp_path: Path, compose: dict[str, Any]
 ) -> None:
-    done = _promtool("check", "config", str(PROMETHEUS_CONFIG))
+    # syntax only: the collector job's token file exists in the container alone (a compose config)
+    done = _promtool("check", "config", "--syntax-only", str(PROMETHEUS_CONFIG))
     assert done.returncode == 0, done.stdout + done.stderr
     config = yaml.safe_load(PROMETHEUS_CONFIG.read_text(encoding="utf-8"))
+    for job in config["scrape_configs"]:
+        if "credentials_file" in job.get("authorization", {}):
+            stand_in = tmp_path / Path(job["authorization"]["credentials_file"]).name
+            stand_in.write_text("token", encoding="utf-8")
+            job["authorization"]["credentials_file"] = str(stand_in)
     # the rule glob points where compose mounts ../alerts; check it against the repository's files
     rules_mount = next(m for m in compose_mounts(compose["services"]["prometheus"]) if m.source == "../alerts")
     assert [str(Path(rule).parent) for rule in config["rule_files"]] == [rules_mount.target]
-    rule_files = alert_rule_files()
+    rule_files = alert_rule_files(LAYOUT)
     assert rule_files, "alerts/*.yaml is empty: Prometheus would load no rules"
     config["rule_files"] = [str(path) for path in rule_files]
     mapped = tmp_path / "prometheus.yml"
@@ -189,7 +202,7 @@ def test_prometheus_scrapes_the_job_the_rules_select(compose: dict[str, Any], ma
     config = yaml.safe_load(PROMETHEUS_CONFIG.read_text(encoding="utf-8"))
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     selected = set()
-    for path in alert_rule_files():
+    for path in alert_rule_files(LAYOUT):
         selected |= set(re.findall(r'job="([^"]+)"', path.read_text(encoding="utf-8")))
     assert "agentwatch-collector" in selected
     assert selected <= set(jobs)
@@ -215,8 +228,7 @@ def test_prometheus_scrapes_the_job_the_rules_select(compose: dict[str, Any], ma
 
 @pytest.mark.skipif(not _has_tool("amtool"), reason="amtool is not installed (Debian package prometheus-alertmanager)")
 def test_amtool_accepts_the_alertmanager_config() -> None:
-    if not ALERTMANAGER_CONFIG.exists():
-        pytest.skip("deploy/alertmanager/alertmanager.yaml does not exist yet")
+    assert ALERTMANAGER_CONFIG.is_file(), "deploy/alertmanager/alertmanager.yaml is missing"
     done = subprocess.run(
         ["amtool", "check-config", str(ALERTMANAGER_CONFIG)], capture_output=True, text=True, timeout=60, check=False
     )
@@ -225,8 +237,7 @@ def test_amtool_accepts_the_alertmanager_config() -> None:
 
 
 def test_alertmanager_webhooks_reach_a_compose_service(compose: dict[str, Any]) -> None:
-    if not ALERTMANAGER_CONFIG.exists():
-        pytest.skip("deploy/alertmanager/alertmanager.yaml does not exist yet")
+    assert ALERTMANAGER_CONFIG.is_file(), "deploy/alertmanager/alertmanager.yaml is missing"
     config = yaml.safe_load(ALERTMANAGER_CONFIG.read_text(encoding="utf-8"))
     urls = [hook["url"] for receiver in config["receivers"] for hook in receiver.get("webhook_configs") or []]
     assert urls
@@ -647,7 +658,7 @@ def test_clickhouse_cluster_uses_its_keeper_and_the_small_host_settings(manifest
 
 
 def test_prometheus_rule_holds_the_alert_files_groups(tmp_path: Path) -> None:
-    groups = alert_groups()
+    groups = alert_groups(LAYOUT)
     assert groups, "alerts/*.yaml holds no rule groups"
     rule = yaml.safe_load(PROMETHEUS_RULE.read_text(encoding="utf-8"))
     assert rule["apiVersion"] == "monitoring.coreos.com/v1"

@@ -3,7 +3,7 @@
 The whole path runs for real: agent runs from the instrumentation (``tests/_traffic.py``), exported
 over OTLP/HTTP by the official exporter to an ``agentwatch collector`` child process, whose
 ``/metrics`` a real Prometheus scrapes every second while evaluating the alert rules of
-``agentwatch.dashboards.rules`` (rendered with ``time_scale`` so an hour of rule window takes a
+``agentwatch.alerts`` (rendered with ``time_scale`` so an hour of rule window takes a
 minute), sending to a real Alertmanager that runs ``deploy/alertmanager/alertmanager.yaml`` with its
 receivers pointed at a local webhook (routes, grouping and inhibitions unchanged; its waits scaled
 like the rules). Every scenario uses its own agent, so each page is attributable:
@@ -236,7 +236,8 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Report]:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, report: Report) -> Iterator[Stack]:
-    from agentwatch.dashboards.rules import RuleOptions, render_rule_files
+    from agentwatch.alerts.options import RuleOptions
+    from agentwatch.alerts.rules import render_rule_files
 
     workdir = tmp_path_factory.mktemp("e2e-stack")
     rule_files = [

@@ -9,13 +9,18 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCE_ROOTS = ("instrumentation", "collectors", "dashboards")
+SOURCE_ROOTS = ("instrumentation", "collectors", "dashboards", "alerts")
+# The generators import names only: metric and label names, and the semantic contract.
+_NAMES_ONLY = {"agentwatch.collectors.metric_names", "agentwatch.instrumentation.semconv"}
 # What each root may import from the others (leaf modules only).
 ALLOWED = {
     "instrumentation": set(),
     "collectors": {"agentwatch.instrumentation.semconv", "agentwatch.instrumentation.redaction"},
-    "dashboards": {"agentwatch.instrumentation.semconv"},
+    "dashboards": _NAMES_ONLY,
+    "alerts": _NAMES_ONLY,
 }
+# The main CLI registers the generators' commands, lazily; the only modules of theirs it reaches.
+CLI_COMMAND_MODULES = ("agentwatch.dashboards.cli", "agentwatch.alerts.cli")
 LEAF_MODULES = ("semconv", "redaction")
 
 
@@ -53,21 +58,24 @@ def test_import_direction(root: str) -> None:
             package = _package_of(name)
             if package is None or package == own:
                 continue
-            if package in {"instrumentation", "collectors", "dashboards"}:
-                if (
-                    root == "dashboards"
-                    and package == "collectors"
-                    and name.startswith("agentwatch.collectors.metrics")
-                ):
-                    continue  # dashboards may read the collector's metric-name constants
-                if root == "collectors" and path.name == "cli.py" and name.startswith("agentwatch.dashboards.cli"):
-                    continue  # the main CLI registers the dashboards root's commands, lazily
+            if package in SOURCE_ROOTS:
+                if root == "collectors" and path.name == "cli.py" and name.startswith(CLI_COMMAND_MODULES):
+                    # exception: the main CLI registers the dashboards and alerts commands (and hands the
+                    # rules' writer to `generate`), importing their command modules lazily
+                    continue
                 if root == "collectors" and path.name == "replay.py" and _public_instrumentation_name(name):
                     continue  # replay runs agents under a replay gateway: it needs the public API, no internals
                 if name in ALLOWED[root] or any(name.startswith(f"{allowed}.") for allowed in ALLOWED[root]):
                     continue
                 violations.append(f"{path.relative_to(ROOT)} imports {name}")
     assert not violations, "\n".join(violations)
+
+
+def test_metric_names_import_only_typing() -> None:
+    """The generators import the metric names; they must not pull in prometheus_client or the service."""
+    path = ROOT / "collectors" / "agentwatch" / "collectors" / "metric_names.py"
+    runtime = {name for name in _imports(path) if not name.startswith(("__future__.", "collections.abc."))}
+    assert runtime <= {"typing.Final", "typing.TYPE_CHECKING"}, runtime
 
 
 @pytest.mark.parametrize("leaf", LEAF_MODULES)
@@ -107,6 +115,18 @@ EXPECTED_ALL = {
         "configure", "get_current_run", "instrument", "load_config", "reset_configuration", "uninstrument",
     },
     "agentwatch.instrumentation.integrations": set(),
+    "agentwatch.instrumentation.integrations.langgraph": {
+        "GOVERNED_METADATA_KEY", "LANGGRAPH_NODES", "LANGGRAPH_RECURSION_LIMIT", "LANGGRAPH_STEP", "METADATA_AGENT",
+        "METADATA_CONVERSATION_ID", "METADATA_TENANT_ID", "METADATA_TRACK", "METADATA_VERSION", "RUNTIME",
+        "UNGOVERNED_RULE", "AgentwatchCallbackHandler", "GovernedTool", "GraphRunResult", "Idempotency",
+        "LangGraphInstrumentor", "OnDenied", "ainvoke_graph", "default_input", "default_output", "gateway_tools",
+        "govern_tools", "governed_tool_node", "installed_handler", "instrument", "invoke_graph", "is_instrumented",
+        "lc_tool_name", "tool_functions", "uninstrument",
+    },
+    "agentwatch.instrumentation.integrations.openai_agents": {
+        "RUNTIME", "OpenAIAgentsInstrumentor", "function_tools", "govern_tools", "instrument", "is_instrumented",
+        "tool_implementations", "uninstrument",
+    },
     "agentwatch.collectors": set(),
     "agentwatch.collectors.drift": {
         "BAD_STOP_REASONS", "METRIC_FAMILIES", "STOP_REASON_CATEGORIES", "VERDICTS",
@@ -115,6 +135,7 @@ EXPECTED_ALL = {
         "stop_reason_log_evalue", "traffic_share_log_evalue", "worst",
     },
     "agentwatch.dashboards": set(),
+    "agentwatch.alerts": set(),
 }  # fmt: skip
 
 

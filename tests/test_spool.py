@@ -702,7 +702,10 @@ class SpoolMachine(RuleBasedStateMachine):
         self.last_seq = 0
 
     def open(self) -> Spool:
-        return open_spool(self.path, max_bytes=self.MAX_BYTES, segment_bytes=150, digest_memory=self.DIGESTS)
+        # reclaim_bytes below segment_bytes: fully committed active segments are deleted early too
+        return open_spool(
+            self.path, max_bytes=self.MAX_BYTES, segment_bytes=150, digest_memory=self.DIGESTS, reclaim_bytes=100
+        )
 
     def teardown(self) -> None:
         self.spool.close()

@@ -9,7 +9,7 @@ Tokens file (YAML or JSON)::
     tokens:
       - token: "change-me"              # or token_sha256: "<hex digest>"
         tenant: acme
-        scopes: [ingest, read]
+        scopes: [ingest, read]          # metrics: GET /metrics on a non-loopback address
 """
 
 from __future__ import annotations
@@ -26,6 +26,9 @@ from agentwatch.collectors.settings import SettingsError, read_yaml_file
 class Scope(StrEnum):
     INGEST = "ingest"
     READ = "read"
+    # /metrics aggregates every tenant's agent, tool and model names: a scope of its own so that a
+    # scraper's token reads no spans and a tenant's read token sees no other tenant's names
+    METRICS = "metrics"
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,11 +83,11 @@ class Authenticator:
                 raise SettingsError(f"{where}: tenant must be a non-empty string")
             scopes_raw = item.get("scopes", [Scope.INGEST.value])
             if not isinstance(scopes_raw, list) or not scopes_raw:
-                raise SettingsError(f"{where}: scopes must be a list of ingest/read")
+                raise SettingsError(f"{where}: scopes must be a list of {'/'.join(Scope)}")
             try:
                 scopes = frozenset(Scope(str(scope)) for scope in scopes_raw)
             except ValueError:
-                raise SettingsError(f"{where}: unknown scope in {scopes_raw!r} (use ingest, read)") from None
+                raise SettingsError(f"{where}: unknown scope in {scopes_raw!r} (use {', '.join(Scope)})") from None
             if digest in entries:
                 raise SettingsError(f"{where}: duplicate token")
             entries[digest] = Principal(tenant=tenant.strip(), scopes=scopes)

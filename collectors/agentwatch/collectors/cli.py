@@ -96,9 +96,15 @@ _COLLECTOR_FLAGS = (
     "spool_max_bytes",
     "tokens",
     "insecure_allow_remote",
+    "header_timeout_seconds",
+    "body_timeout_seconds",
     "max_body_bytes",
     "max_spans_per_request",
     "max_attribute_length",
+    "max_attribute_key_length",
+    "max_attributes_per_span",
+    "max_concurrent_decodes",
+    "decode_timeout_seconds",
     "traces_ttl_days",
     "runs_ttl_days",
     "drift_enabled",
@@ -126,8 +132,12 @@ def _add_collector(commands: argparse._SubParsersAction[argparse.ArgumentParser]
         "otlp_grpc": "OTLP/gRPC address, empty to disable (default 127.0.0.1:4317)",
         "metrics": "Prometheus /metrics address (default 127.0.0.1:9464)",
         "spool": "directory of the durable spool (default ./agentwatch-spool)",
-        "tokens": "tokens file: token -> tenant and scopes (ingest, read)",
+        "tokens": "tokens file: token -> tenant and scopes (ingest, read, metrics)",
         "insecure_allow_remote": "allow listening beyond loopback without tokens",
+        "header_timeout_seconds": "time for a request's head from its first byte, HTTP listeners (default 10)",
+        "body_timeout_seconds": "time for a request's body from its head, HTTP listeners (default 30)",
+        "max_concurrent_decodes": "requests decompressed and decoded at once; others wait (default 4)",
+        "decode_timeout_seconds": "time limit for one request's decoding, and for waiting for a slot (default 10)",
         "drift_enabled": "run the drift analyzer (true/false, default true): canary gauges on /metrics",
         "drift_interval_seconds": "seconds between drift evaluations (default 60)",
         "drift_window": "how far back canary runs are looked for: 24h, 7d (default 7d)",
@@ -182,12 +192,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_artifact_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """``dashboards`` and ``alerts``: they need the dashboards extra, so a collector-only install skips them."""
+    """``dashboards``, ``alerts`` and ``generate``: the generators of the committed artifacts.
+
+    Imported here, lazily, so the collector never loads the dashboards and alerts roots at import
+    time; the heavy dependency (grafana-foundation-sdk, the dashboards extra) loads only when a
+    dashboards command runs. The two roots never import each other: this is where they meet, so
+    ``generate`` gets the alert rules' writer from here.
+    """
     try:
-        from agentwatch.dashboards.cli import add_commands
-    except ImportError:  # grafana-foundation-sdk missing: pip install 'agentwatch[dashboards]'
+        from agentwatch.alerts import cli as alerts_cli
+        from agentwatch.dashboards import cli as dashboards_cli
+    except ImportError:  # a partial install without the generator roots: the service commands still work
         return
-    add_commands(commands)
+    alerts_cli.add_command(commands)
+    dashboards_cli.add_commands(commands, write_rules=alerts_cli.write_committed)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,17 +1,21 @@
 """The OTLP/HTTP receiver as an ASGI app: ``/v1/traces``, ``/healthz``, ``/readyz`` and the read API.
 
 The body is read with a hard cap before anything else happens, and the CPU/fsync work of an export
-runs in a worker thread so one slow request never stalls the event loop.
+runs in a worker thread so one slow request never stalls the event loop. Exports have threads of
+their own (``ingest_threads``), apart from the pool the read API uses: a flood of exports waiting
+for the pipeline's decode slots queues on the event loop and never takes a thread a read needs.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from functools import partial
 
+import anyio.to_thread
+from anyio import CapacityLimiter
 from google.rpc.status_pb2 import Status
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -41,8 +45,10 @@ def create_app(
     max_body_bytes: int,
     is_ready: Callable[[], tuple[bool, str]],
     extra_routes: Sequence[BaseRoute] = (),
+    ingest_threads: int = 8,
 ) -> Starlette:
     """Build the receiver; ``is_ready`` reports (ready, reason) for /readyz."""
+    limiter: CapacityLimiter | None = None
 
     async def export_traces(request: Request) -> Response:
         try:
@@ -57,7 +63,10 @@ def create_app(
                 else Status(code=3, message=message).SerializeToString()
             )
             return Response(body, status_code=413, media_type=kind)
-        reply = await run_in_threadpool(
+        nonlocal limiter
+        if limiter is None:  # created on the server's event loop, on first use
+            limiter = CapacityLimiter(ingest_threads)
+        export = partial(
             pipeline.export,
             body=body,
             content_type=request.headers.get("content-type"),
@@ -65,6 +74,7 @@ def create_app(
             authorization=request.headers.get("authorization"),
             transport="http",
         )
+        reply = await anyio.to_thread.run_sync(export, limiter=limiter)
         return Response(reply.body, status_code=reply.status, media_type=reply.content_type, headers=reply.headers)
 
     async def healthz(_request: Request) -> Response:

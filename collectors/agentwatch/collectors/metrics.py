@@ -1,8 +1,9 @@
 """Prometheus metrics of the collector: agent metrics derived from received spans, plus self-metrics.
 
-The metric names below are the contract of DESIGN.md ("Collector"): dashboards and alert rules
-import these constants, so this module imports only the standard library, ``prometheus_client``
-and ``agentwatch.instrumentation.semconv``.
+The metric and label names are the contract of DESIGN.md ("Collector"); they live in
+``agentwatch.collectors.metric_names`` (which dashboards and alert rules import without pulling in
+``prometheus_client``) and are re-exported here. This module imports only the standard library,
+``prometheus_client``, ``metric_names`` and ``agentwatch.instrumentation.semconv``.
 
 Cardinality is bounded by construction, because one misbehaving agent must not be able to take
 Prometheus down: label values come from closed sets (stop reason, track, disposition, outcome,
@@ -26,113 +27,68 @@ from typing import Final, cast
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
-from agentwatch.instrumentation import semconv
-
-# --- metric names (exposed names: counters end in _total, as prometheus_client exposes them) --
-RUNS_TOTAL: Final = "agentwatch_runs_total"
-RUN_DURATION_SECONDS: Final = "agentwatch_run_duration_seconds"
-RUN_STEPS: Final = "agentwatch_run_steps"
-RUN_TOOL_CALLS: Final = "agentwatch_run_tool_calls"
-RUN_COST_USD: Final = "agentwatch_run_cost_usd"
-COST_USD_TOTAL: Final = "agentwatch_cost_usd_total"
-LLM_TOKENS_TOTAL: Final = "agentwatch_llm_tokens_total"
-TOOL_CALLS_TOTAL: Final = "agentwatch_tool_calls_total"
-BUDGET_EXHAUSTED_TOTAL: Final = "agentwatch_budget_exhausted_total"
-AGENT_INFO: Final = "agentwatch_agent_info"
-CANARY_DRIFT_EVALUE: Final = "agentwatch_canary_drift_evalue"
-CANARY_VERDICT: Final = "agentwatch_canary_verdict"
-
-COLLECTOR_SPANS_RECEIVED_TOTAL: Final = "agentwatch_collector_spans_received_total"
-COLLECTOR_SPANS_WRITTEN_TOTAL: Final = "agentwatch_collector_spans_written_total"
-COLLECTOR_SPANS_REJECTED_TOTAL: Final = "agentwatch_collector_spans_rejected_total"
-COLLECTOR_SPANS_DROPPED_TOTAL: Final = "agentwatch_collector_spans_dropped_total"
-COLLECTOR_REQUESTS_TOTAL: Final = "agentwatch_collector_requests_total"
-COLLECTOR_QUEUE_SPANS: Final = "agentwatch_collector_queue_spans"
-COLLECTOR_SPOOL_BYTES: Final = "agentwatch_collector_spool_bytes"
-COLLECTOR_SPOOL_SPANS: Final = "agentwatch_collector_spool_spans"
-COLLECTOR_SPOOL_CAPACITY_BYTES: Final = "agentwatch_collector_spool_capacity_bytes"
-COLLECTOR_INSERT_DURATION_SECONDS: Final = "agentwatch_collector_insert_duration_seconds"
-COLLECTOR_INSERT_FAILURES_TOTAL: Final = "agentwatch_collector_insert_failures_total"
-COLLECTOR_STORE_UP: Final = "agentwatch_collector_store_up"
-COLLECTOR_REQUEST_BODY_BYTES: Final = "agentwatch_collector_request_body_bytes"
-COLLECTOR_DRIFT_EVALUATIONS_TOTAL: Final = "agentwatch_collector_drift_evaluations_total"
-
-AGENT_METRICS: Final = (
-    RUNS_TOTAL,
+from agentwatch.collectors.metric_names import (
+    AGENT_INFO,
+    AGENT_METRICS,
+    BUDGET_EXHAUSTED_TOTAL,
+    CANARY_DRIFT_EVALUE,
+    CANARY_VERDICT,
+    COLLECTOR_DRIFT_EVALUATIONS_TOTAL,
+    COLLECTOR_INSERT_DURATION_SECONDS,
+    COLLECTOR_INSERT_FAILURES_TOTAL,
+    COLLECTOR_METRICS,
+    COLLECTOR_QUEUE_SPANS,
+    COLLECTOR_REQUEST_BODY_BYTES,
+    COLLECTOR_REQUESTS_TOTAL,
+    COLLECTOR_SPANS_DROPPED_TOTAL,
+    COLLECTOR_SPANS_RECEIVED_TOTAL,
+    COLLECTOR_SPANS_REJECTED_TOTAL,
+    COLLECTOR_SPANS_WRITTEN_TOTAL,
+    COLLECTOR_SPOOL_BYTES,
+    COLLECTOR_SPOOL_CAPACITY_BYTES,
+    COLLECTOR_SPOOL_DISK_FULL_TOTAL,
+    COLLECTOR_SPOOL_RECLAIMED_BYTES_TOTAL,
+    COLLECTOR_SPOOL_SPANS,
+    COLLECTOR_STORE_UP,
+    COST_USD_TOTAL,
+    DIRECTION_INPUT,
+    DIRECTION_OUTPUT,
+    DRIFT_FAILED,
+    DRIFT_OK,
+    DRIFT_RESULTS,
+    LABEL_AGENT,
+    LABEL_BUDGET,
+    LABEL_CODE,
+    LABEL_DIRECTION,
+    LABEL_DISPOSITION,
+    LABEL_METRIC,
+    LABEL_MODEL,
+    LABEL_OUTCOME,
+    LABEL_REASON,
+    LABEL_RESULT,
+    LABEL_STOP_REASON,
+    LABEL_TOOL,
+    LABEL_TRACK,
+    LABEL_TRANSPORT,
+    LABEL_VERSION,
+    LLM_TOKENS_TOTAL,
+    MAX_LABEL_LENGTH,
+    OTHER,
+    RUN_COST_USD,
     RUN_DURATION_SECONDS,
     RUN_STEPS,
     RUN_TOOL_CALLS,
-    RUN_COST_USD,
-    COST_USD_TOTAL,
-    LLM_TOKENS_TOTAL,
+    RUNS_TOTAL,
     TOOL_CALLS_TOTAL,
-    BUDGET_EXHAUSTED_TOTAL,
-    AGENT_INFO,
-    CANARY_DRIFT_EVALUE,
-    CANARY_VERDICT,
+    UNKNOWN,
+    VERDICT_CODES,
+    VERDICT_FAIL,
+    VERDICT_INCONCLUSIVE,
+    VERDICT_PASS,
 )
-"""Every agent metric (exposed family names)."""
-
-COLLECTOR_METRICS: Final = (
-    COLLECTOR_SPANS_RECEIVED_TOTAL,
-    COLLECTOR_SPANS_WRITTEN_TOTAL,
-    COLLECTOR_SPANS_REJECTED_TOTAL,
-    COLLECTOR_SPANS_DROPPED_TOTAL,
-    COLLECTOR_REQUESTS_TOTAL,
-    COLLECTOR_QUEUE_SPANS,
-    COLLECTOR_SPOOL_BYTES,
-    COLLECTOR_SPOOL_SPANS,
-    COLLECTOR_SPOOL_CAPACITY_BYTES,
-    COLLECTOR_INSERT_DURATION_SECONDS,
-    COLLECTOR_INSERT_FAILURES_TOTAL,
-    COLLECTOR_STORE_UP,
-    COLLECTOR_REQUEST_BODY_BYTES,
-    COLLECTOR_DRIFT_EVALUATIONS_TOTAL,
-)
-"""Every collector self-metric (exposed family names)."""
-
-# --- label names and reserved label values -------------------------------------------------
-LABEL_AGENT: Final = "agent"
-LABEL_TRACK: Final = "track"
-LABEL_STOP_REASON: Final = "stop_reason"
-LABEL_MODEL: Final = "model"
-LABEL_DIRECTION: Final = "direction"
-LABEL_TOOL: Final = "tool"
-LABEL_DISPOSITION: Final = "disposition"
-LABEL_OUTCOME: Final = "outcome"
-LABEL_RESULT: Final = "result"
-LABEL_BUDGET: Final = "budget"
-LABEL_VERSION: Final = "version"
-LABEL_METRIC: Final = "metric"
-LABEL_TRANSPORT: Final = "transport"
-LABEL_REASON: Final = "reason"
-LABEL_CODE: Final = "code"
-
-OTHER: Final = semconv.STOP_REASON_OTHER
-"""Label value for anything outside a closed set or beyond a cap."""
-UNKNOWN: Final = "unknown"
-"""Label value for a missing or empty name (agent, tool, model, version)."""
-DIRECTION_INPUT: Final = "input"
-DIRECTION_OUTPUT: Final = "output"
-
-MAX_LABEL_LENGTH: Final = 128
-"""Longer label values are truncated (a label is a name, never content)."""
-
-DRIFT_OK: Final = "ok"
-DRIFT_FAILED: Final = "failed"
-DRIFT_RESULTS: Final = (DRIFT_OK, DRIFT_FAILED)
-"""``result`` values of ``agentwatch_collector_drift_evaluations_total``."""
-
-VERDICT_PASS: Final = 0
-VERDICT_INCONCLUSIVE: Final = 1
-VERDICT_FAIL: Final = 2
-VERDICT_CODES: Final[Mapping[str, int]] = {
-    "pass": VERDICT_PASS,
-    "inconclusive": VERDICT_INCONCLUSIVE,
-    "fail": VERDICT_FAIL,
-}
-"""Value of ``agentwatch_canary_verdict``: ordered by severity, so ``max by (agent)`` is the worst metric."""
+from agentwatch.instrumentation import semconv
 
 CONTENT_TYPE: Final = CONTENT_TYPE_PLAIN_0_0_4
 """Content type of ``exposition()``: the classic text format, which every Prometheus version scrapes."""
@@ -247,15 +203,17 @@ class _RunSeries:
     cost_total: Counter
 
 
-class _WithoutCreated:
-    """A view of a registry without the ``*_created`` samples.
+class ExposedRegistry:
+    """A registry as /metrics shows it: without the ``*_created`` samples.
 
     prometheus_client adds a ``_created`` series beside every counter and histogram child, which
     doubles the series Prometheus stores and is never queried here; dropping it at exposition time
-    avoids the library's process-wide switch (``disable_created_metrics``).
+    avoids the library's process-wide switch (``disable_created_metrics``). It also answers
+    ``restricted_registry`` (``?name[]=...``), which prometheus_client's ASGI app calls on whatever
+    it serves.
     """
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: Collector) -> None:
         self._registry = registry
 
     def collect(self) -> Iterator[Metric]:
@@ -263,6 +221,10 @@ class _WithoutCreated:
             # collect() builds fresh Metric objects each time, so filtering them in place is safe
             metric.samples = [sample for sample in metric.samples if not sample.name.endswith("_created")]
             yield metric
+
+    def restricted_registry(self, names: Iterable[str]) -> ExposedRegistry:
+        restrict = getattr(self._registry, "restricted_registry", None)
+        return ExposedRegistry(restrict(names) if restrict is not None else self._registry)
 
 
 def _counter(name: str, documentation: str, labels: tuple[str, ...], registry: CollectorRegistry) -> Counter:
@@ -375,6 +337,16 @@ class CollectorMetrics:
         self.spool_bytes = Gauge(COLLECTOR_SPOOL_BYTES, "Bytes in the local spool.", registry=reg)
         self.spool_spans = Gauge(COLLECTOR_SPOOL_SPANS, "Spans in the local spool.", registry=reg)
         self.spool_capacity = Gauge(COLLECTOR_SPOOL_CAPACITY_BYTES, "Capacity of the local spool.", registry=reg)
+        self.spool_reclaimed = _counter(
+            COLLECTOR_SPOOL_RECLAIMED_BYTES_TOTAL,
+            "Bytes of committed records the spool reclaimed early (a full disk, or the active segment's size).",
+            (),
+            reg,
+        )
+        self.spool_disk_full = _counter(
+            COLLECTOR_SPOOL_DISK_FULL_TOTAL, "Spool writes that failed because the disk was full.", (), reg
+        )
+        self._spool_counts = (0, 0)
         self.insert_duration = Histogram(
             COLLECTOR_INSERT_DURATION_SECONDS,
             "Duration of successful ClickHouse inserts.",
@@ -644,11 +616,18 @@ class CollectorMetrics:
         """Spans waiting in memory."""
         self.queue.set(spans)
 
-    def set_spool(self, size_bytes: int, spans: int, capacity_bytes: int) -> None:
-        """Current spool size, span count and capacity."""
+    def set_spool(
+        self, size_bytes: int, spans: int, capacity_bytes: int, *, reclaimed_bytes: int = 0, disk_full_errors: int = 0
+    ) -> None:
+        """Current spool size, span count and capacity; the spool's running totals since it was opened."""
         self.spool_bytes.set(size_bytes)
         self.spool_spans.set(spans)
         self.spool_capacity.set(capacity_bytes)
+        with self._lock:
+            reclaimed_before, full_before = self._spool_counts
+            self._spool_counts = (max(reclaimed_before, reclaimed_bytes), max(full_before, disk_full_errors))
+        self.spool_reclaimed.inc(max(0, reclaimed_bytes - reclaimed_before))
+        self.spool_disk_full.inc(max(0, disk_full_errors - full_before))
 
     def set_store_up(self, up: bool) -> None:
         """Whether the store answered the last operation."""
@@ -658,7 +637,12 @@ class CollectorMetrics:
 
     def exposition(self) -> bytes:
         """The registry in the Prometheus text format (serve with ``CONTENT_TYPE``)."""
-        return generate_latest(_WithoutCreated(self.registry))
+        return generate_latest(self.exposed)
+
+    @property
+    def exposed(self) -> ExposedRegistry:
+        """The registry as /metrics serves it (hand it to prometheus_client's exposition helpers)."""
+        return ExposedRegistry(self.registry)
 
 
 __all__ = [
@@ -680,6 +664,8 @@ __all__ = [
     "COLLECTOR_SPANS_WRITTEN_TOTAL",
     "COLLECTOR_SPOOL_BYTES",
     "COLLECTOR_SPOOL_CAPACITY_BYTES",
+    "COLLECTOR_SPOOL_DISK_FULL_TOTAL",
+    "COLLECTOR_SPOOL_RECLAIMED_BYTES_TOTAL",
     "COLLECTOR_SPOOL_SPANS",
     "COLLECTOR_STORE_UP",
     "CONTENT_TYPE",
@@ -725,5 +711,6 @@ __all__ = [
     "VERDICT_INCONCLUSIVE",
     "VERDICT_PASS",
     "CollectorMetrics",
+    "ExposedRegistry",
     "clean_label",
 ]

@@ -36,6 +36,7 @@ import json
 import math
 import re
 import threading
+import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -49,6 +50,7 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 from opentelemetry.semconv.attributes.service_attributes import SERVICE_NAME
 
+from agentwatch.collectors.inflate import DecodeTimeout
 from agentwatch.instrumentation import semconv
 from agentwatch.instrumentation.redaction import REDACTED, Redactor
 
@@ -87,6 +89,8 @@ class Limits:
     max_spans_per_request: int = 50_000
     max_attribute_length: int = 16_384
     """Characters kept of a string value (after redaction, so that a cut secret cannot leak a prefix)."""
+    max_attribute_key_length: int = 256
+    """Characters kept of an attribute key; a longer key is cut and counted like a long value."""
     max_attributes_per_span: int = 256
     """Also per event, link and resource; the attributes beyond are dropped and counted."""
     max_events_per_span: int = 128
@@ -697,7 +701,7 @@ class _Scrubber:
         self.redactor = redactor
         self.clean: set[str] = set()
         self.keys: dict[str, tuple[str, bool]] = {}
-        self.attributes: dict[int, _Memo] = {}  # rendered attributes, per max_attribute_length
+        self.attributes: dict[tuple[int, int], _Memo] = {}  # rendered attributes, per (value, key) length cap
 
     def text(self, text: str) -> str:
         """``redactor.redact_text(text)``, memoized for short clean text."""
@@ -734,7 +738,7 @@ class _Scrubber:
 
 
 _SCRUBBERS: Final[weakref.WeakKeyDictionary[Redactor, _Scrubber]] = weakref.WeakKeyDictionary()
-_PLAIN_MEMOS: Final[dict[int, _Memo]] = {}  # rendered attributes without redaction, per max_attribute_length
+_PLAIN_MEMOS: Final[dict[tuple[int, int], _Memo]] = {}  # rendered attributes without redaction, per length caps
 _MEMOS_LOCK: Final = threading.Lock()
 
 
@@ -746,12 +750,12 @@ def _scrubber(redactor: Redactor) -> _Scrubber:
         return scrubber
 
 
-def _memo(scrubber: _Scrubber | None, max_length: int) -> _Memo:
+def _memo(scrubber: _Scrubber | None, caps: tuple[int, int]) -> _Memo:
     memos = _PLAIN_MEMOS if scrubber is None else scrubber.attributes
     with _MEMOS_LOCK:
-        memo = memos.get(max_length)
+        memo = memos.get(caps)
         if memo is None:
-            memo = memos[max_length] = {}
+            memo = memos[caps] = {}
         return memo
 
 
@@ -807,11 +811,13 @@ class _Converter:
 
     __slots__ = (
         "clean",
+        "deadline",
         "dropped_attributes",
         "dropped_events",
         "dropped_links",
         "max_attributes",
         "max_events",
+        "max_key_length",
         "max_length",
         "max_links",
         "memo",
@@ -825,7 +831,10 @@ class _Converter:
         "truncated",
     )
 
-    def __init__(self, tenant: str | None, limits: Limits, scrubber: _Scrubber | None) -> None:
+    def __init__(
+        self, tenant: str | None, limits: Limits, scrubber: _Scrubber | None, deadline: float | None = None
+    ) -> None:
+        self.deadline = deadline
         self.tenant = tenant
         self.tenant_part = f"{_TENANT_KEY_JSON}:{_json_string(tenant)}" if tenant is not None else ""
         self.scrubber = scrubber
@@ -836,7 +845,8 @@ class _Converter:
         self.max_events = limits.max_events_per_span
         self.max_links = limits.max_links_per_span
         self.oldest = limits.oldest_start_ns
-        self.memo = _memo(scrubber, self.max_length)
+        self.max_key_length = limits.max_attribute_key_length
+        self.memo = _memo(scrubber, (self.max_length, self.max_key_length))
         self.rejected = 0
         self.reasons: list[str] = []
         self.truncated = 0
@@ -919,6 +929,10 @@ class _Converter:
         sensitive = False
         if scrubber is not None:
             key, sensitive = scrubber.key(key)
+        if len(key) > self.max_key_length:
+            self.truncated += 1  # like a long value: cut, counted, never memoized
+            key = key[: self.max_key_length]
+            data = b""
         if sensitive:
             text = _SECRET_MARKER
         elif kind == "string_value":
@@ -942,7 +956,7 @@ class _Converter:
             text = text[: self.max_length]
             return key, text, f"{_json_string(key)}:{_json_string(text)}"
         rendered = (key, text, f"{_json_string(key)}:{_json_string(text)}")
-        if len(data) <= _MEMO_MAX_CHARS:
+        if data and len(data) <= _MEMO_MAX_CHARS:
             if len(self.memo) >= _MEMO_MAX_ENTRIES:
                 self.memo.clear()
             self.memo[data] = rendered
@@ -1044,7 +1058,10 @@ class _Converter:
             f'"ServiceName":{_json_string(service)},"ResourceAttributes":{resource_json},'
             f'"ScopeName":{_json_string(scope_name)},"ScopeVersion":{_json_string(scope_version)},"SpanAttributes":'
         )
-        for span in scope_spans.spans:
+        deadline = self.deadline
+        for index, span in enumerate(scope_spans.spans):
+            if deadline is not None and not index & 255 and time.monotonic() > deadline:
+                raise DecodeTimeout("converting the request took too long")
             trace_id = span.trace_id
             span_id = span.span_id
             parent = span.parent_span_id
@@ -1123,6 +1140,7 @@ def convert(
     limits: Limits,
     redactor: Redactor | None,
     wire: bytes | None = None,
+    deadline: float | None = None,
 ) -> Converted:
     """Validate, stamp, redact and render every span of ``request``.
 
@@ -1142,11 +1160,14 @@ def convert(
     ``wire``, when given, must be the protobuf bytes ``request`` was parsed from: the light view
     reads them instead of a re-serialization of ``request`` (its schema has the real one's field
     numbers and wire types, so both read the same bytes alike).
+
+    ``deadline`` (a ``time.monotonic()`` value) bounds the work: past it, ``DecodeTimeout``.
+    Attribute keys longer than ``limits.max_attribute_key_length`` are cut to it.
     """
     total = span_count(request)
     if total > limits.max_spans_per_request:
         raise TooManySpans(f"request holds {total} spans, more than the limit of {limits.max_spans_per_request}")
-    converter = _Converter(tenant, limits, _scrubber(redactor) if redactor is not None else None)
+    converter = _Converter(tenant, limits, _scrubber(redactor) if redactor is not None else None, deadline)
     try:
         lite: Any = _LiteRequest.FromString(request.SerializeToString() if wire is None else wire)
     except Exception as exc:  # cannot happen for a message upb built; never let it be a 500 if it does

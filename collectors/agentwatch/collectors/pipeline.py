@@ -16,7 +16,6 @@ import json
 import logging
 import threading
 import time
-import zlib
 from dataclasses import dataclass, field
 
 from google.rpc.status_pb2 import Status
@@ -26,8 +25,10 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from agentwatch.collectors.auth import Authenticator, AuthError, Scope
+from agentwatch.collectors.inflate import BadEncoding, DecodeTimeout, InvalidCompressedBody, PayloadTooLarge, decompress
 from agentwatch.collectors.metrics import CollectorMetrics
 from agentwatch.collectors.otlp import (
+    Converted,
     Limits,
     OtlpDecodeError,
     TooManySpans,
@@ -41,17 +42,10 @@ from agentwatch.instrumentation.redaction import Redactor
 
 log = logging.getLogger("agentwatch.collector")
 
+_SATURATED_AFTER_S = 1.0
+
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
-_DECOMPRESS_CHUNK = 1 << 20
-
-
-class PayloadTooLarge(Exception):
-    """The body, before or after decompression, exceeds ``max_body_bytes``."""
-
-
-class BadEncoding(Exception):
-    """A Content-Encoding the receiver does not speak."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,41 +69,6 @@ def media_type(content_type: str | None) -> str | None:
     if base == JSON:
         return JSON
     return None
-
-
-def decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
-    """Inflate gzip/deflate without ever holding more than ``limit`` + one chunk (gzip bombs stop early)."""
-    name = (encoding or "identity").strip().lower()
-    if name in {"", "identity"}:
-        if len(body) > limit:
-            raise PayloadTooLarge(f"body of {len(body)} bytes exceeds the {limit}-byte limit")
-        return body
-    if name == "gzip":
-        wbits = 16 + zlib.MAX_WBITS
-    elif name == "deflate":
-        wbits = zlib.MAX_WBITS
-    else:
-        raise BadEncoding(f"unsupported Content-Encoding {encoding!r} (use gzip or identity)")
-    out = bytearray()
-    data = body
-    try:
-        while data:
-            inflater = zlib.decompressobj(wbits)
-            pending = data
-            while pending:
-                chunk = inflater.decompress(pending, _DECOMPRESS_CHUNK)
-                out += chunk
-                if len(out) > limit:
-                    raise PayloadTooLarge(f"body exceeds the {limit}-byte limit after decompression")
-                pending = inflater.unconsumed_tail
-                if not chunk and not pending:
-                    break
-            if not inflater.eof:
-                raise OtlpDecodeError("truncated compressed body")
-            data = inflater.unused_data  # gzip allows concatenated members
-    except zlib.error as exc:
-        raise OtlpDecodeError(f"body is not valid {name}: {exc}") from None
-    return bytes(out)
 
 
 def _status_body(code: int, message: str, kind: str) -> bytes:
@@ -139,9 +98,45 @@ class Pipeline:
         self._limits = Limits(
             max_spans_per_request=settings.max_spans_per_request,
             max_attribute_length=settings.max_attribute_length,
+            max_attribute_key_length=settings.max_attribute_key_length,
+            max_attributes_per_span=settings.max_attributes_per_span,
         )
         self._inflight_bytes = 0
         self._inflight_lock = threading.Lock()
+        self._decode_slots = threading.BoundedSemaphore(settings.max_concurrent_decodes)
+        self._busy_slots = 0
+        self._saturated_since: float | None = None
+
+    def refusal(self) -> str | None:
+        """Why the pipeline cannot take work now, else None: what /readyz reports.
+
+        Every decode slot busy for over a second (requests are queueing), or a spool too full for
+        one more request of the largest size.
+        """
+        with self._inflight_lock:
+            since = self._saturated_since
+        if since is not None and (busy := time.monotonic() - since) > _SATURATED_AFTER_S:
+            return f"all {self._settings.max_concurrent_decodes} decode slots busy for {busy:.1f} s"
+        free = self._spool.capacity_bytes - self._spool.pending_bytes
+        if free < min(self._settings.max_body_bytes, self._spool.capacity_bytes // 20):
+            return f"spool nearly full ({free} of {self._spool.capacity_bytes} bytes free)"
+        return None
+
+    def _take_slot(self) -> bool:
+        """A decode slot, waiting up to the decode timeout: CPU work per request is bounded in count and time."""
+        if not self._decode_slots.acquire(timeout=self._settings.decode_timeout_seconds):
+            return False
+        with self._inflight_lock:
+            self._busy_slots += 1
+            if self._busy_slots == self._settings.max_concurrent_decodes:
+                self._saturated_since = time.monotonic()
+        return True
+
+    def _give_slot(self) -> None:
+        with self._inflight_lock:
+            self._busy_slots -= 1
+            self._saturated_since = None
+        self._decode_slots.release()
 
     def _error(self, status: int, message: str, kind: str, transport: str, *, retry: bool = False) -> Reply:
         # google.rpc.Code values carried in the Status body, as the OTLP spec asks
@@ -183,25 +178,44 @@ class Pipeline:
         if not self._reserve(reserved):
             return self._error(429, "too many bytes in flight, retry later", kind, transport, retry=True)
         try:
+            if not self._take_slot():
+                self._metrics.record_rejected("busy", 0)
+                return self._error(
+                    503, "collector is busy decoding other requests, retry later", kind, transport, retry=True
+                )
             try:
-                raw = decompress(body, content_encoding, self._settings.max_body_bytes)
-            except PayloadTooLarge as exc:
-                self._metrics.record_rejected("limit", 0)
-                return self._error(413, str(exc), kind, transport)
-            except BadEncoding as exc:
-                return self._error(415, str(exc), kind, transport)
-            except OtlpDecodeError as exc:
-                self._metrics.record_rejected("invalid", 0)
-                return self._error(400, str(exc), kind, transport)
+                decoded = self._decode(body, kind, content_encoding, principal.tenant, transport)
+            finally:
+                self._give_slot()
+            if isinstance(decoded, Reply):
+                return decoded
+            raw, converted = decoded
             if raw is not body:
                 if not self._reserve(len(raw)):
                     return self._error(429, "too many bytes in flight, retry later", kind, transport, retry=True)
                 reserved += len(raw)
-            return self._ingest(raw, kind, principal.tenant, transport)
+            return self._store(raw, converted, kind, principal.tenant, transport)
         finally:
             self._release(reserved)
 
-    def _ingest(self, raw: bytes, kind: str, tenant: str | None, transport: str) -> Reply:
+    def _decode(
+        self, body: bytes, kind: str, content_encoding: str | None, tenant: str | None, transport: str
+    ) -> tuple[bytes, Converted] | Reply:
+        """Decompress, parse and convert under the decode time limit; a Reply when the request is refused."""
+        deadline = time.monotonic() + self._settings.decode_timeout_seconds
+        try:
+            raw = decompress(body, content_encoding, self._settings.max_body_bytes, deadline=deadline)
+        except PayloadTooLarge as exc:
+            self._metrics.record_rejected("limit", 0)
+            return self._error(413, str(exc), kind, transport)
+        except BadEncoding as exc:
+            return self._error(415, str(exc), kind, transport)
+        except InvalidCompressedBody as exc:
+            self._metrics.record_rejected("invalid", 0)
+            return self._error(400, str(exc), kind, transport)
+        except DecodeTimeout as exc:
+            self._metrics.record_rejected("busy", 0)
+            return self._error(503, f"{exc}, retry later", kind, transport, retry=True)
         limits = self._limits
         if self._settings.traces_ttl_days:
             # a span older than the TTL would be dropped by ClickHouse on insert after we said 200:
@@ -212,13 +226,22 @@ class Pipeline:
             request = parse_protobuf(raw) if kind == PROTOBUF else parse_json(raw)
             # protobuf: the converter reads the body again rather than a re-serialization of the request
             wire = raw if kind == PROTOBUF else None
-            converted = convert(request, tenant=tenant, limits=limits, redactor=self._redactor, wire=wire)
+            converted = convert(
+                request, tenant=tenant, limits=limits, redactor=self._redactor, wire=wire, deadline=deadline
+            )
         except TooManySpans as exc:
             self._metrics.record_rejected("limit", 0)
             return self._error(413, str(exc), kind, transport)
+        except DecodeTimeout as exc:
+            self._metrics.record_rejected("busy", 0)
+            return self._error(503, f"{exc}, retry later", kind, transport, retry=True)
         except OtlpDecodeError as exc:
             self._metrics.record_rejected("invalid", 0)
             return self._error(400, str(exc), kind, transport)
+        return raw, converted
+
+    def _store(self, raw: bytes, converted: Converted, kind: str, tenant: str | None, transport: str) -> Reply:
+        """Spool the accepted rows (the request's durability point) and build the reply."""
         total = converted.accepted + converted.rejected
         self._metrics.record_received(transport, total)
         if converted.rejected:

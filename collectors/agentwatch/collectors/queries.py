@@ -46,6 +46,19 @@ class InvalidQuery(ValueError):
 # --- filters ------------------------------------------------------------------------------------
 
 
+STORE_EARLIEST: Final = datetime(1900, 1, 1, tzinfo=UTC)
+STORE_LATEST: Final = datetime(2262, 4, 11, 23, 47, 16, tzinfo=UTC)
+"""The span of ClickHouse's DateTime64(9), which every time column of the store uses."""
+
+
+def _check_store_range(name: str, moment: datetime) -> None:
+    if not STORE_EARLIEST <= moment <= STORE_LATEST:
+        raise InvalidQuery(
+            f"{name} {moment.isoformat()} is outside the times the store can hold "
+            f"({STORE_EARLIEST.date().isoformat()} to {STORE_LATEST.date().isoformat()})"
+        )
+
+
 def parse_since(text: str, *, now: datetime | None = None) -> datetime:
     """``15m``/``2h``/``7d``/``1w``/``30s`` ago, or an ISO-8601 time (no zone means UTC) → aware UTC datetime."""
     value = text.strip()
@@ -55,16 +68,23 @@ def parse_since(text: str, *, now: datetime | None = None) -> datetime:
     if match:
         amount, unit = int(match.group(1)), match.group(2)
         try:
-            return (now or datetime.now(UTC)) - timedelta(seconds=amount * _UNITS[unit])
+            moment = (now or datetime.now(UTC)) - timedelta(seconds=amount * _UNITS[unit])
         except OverflowError:
             raise InvalidQuery(f"duration {text!r} is too large") from None
+        _check_store_range("time", moment)
+        return moment
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
         raise InvalidQuery(
             f"cannot read time {text!r}: use a duration like 15m, 2h, 7d or ISO-8601 like 2026-11-24T06:00:00Z"
         ) from None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    try:
+        moment = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00 is a valid ISO time whose UTC year is 0
+        raise InvalidQuery(f"time {text!r} is outside the times the store can hold") from None
+    _check_store_range("time", moment)
+    return moment
 
 
 def _check_text(name: str, value: str | None) -> None:
@@ -79,6 +99,8 @@ def check_window(since: datetime | None, until: datetime | None) -> None:
     for name, moment in (("since", since), ("until", until)):
         if moment is not None and moment.tzinfo is None:
             raise InvalidQuery(f"{name} must be timezone-aware")
+        if moment is not None:
+            _check_store_range(name, moment)
     if since is not None and until is not None and since > until:
         raise InvalidQuery("since is later than until")
 

@@ -1,33 +1,39 @@
 """Wires the collector together and runs it: receivers, spool, writer, metrics endpoint, read API.
 
 ``CollectorService`` is what ``agentwatch collector`` runs and what the demo and tests start in
-process. Every listener can bind port 0; the bound ports are reported after ``start()``.
+process. Every listener can bind port 0; the bound ports are reported after ``start()``. Both HTTP
+listeners run through ``http_server.start_server`` (uvicorn with header and body read timeouts).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
+import os
 import signal
-import socket
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import uvicorn
+from prometheus_client import make_asgi_app
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Send
+from starlette.types import Scope as AsgiScope
 
-from agentwatch.collectors.auth import Authenticator
+from agentwatch.collectors.auth import Authenticator, AuthError, Scope
 from agentwatch.collectors.drift_analyzer import DriftLoop, DriftOptions
 from agentwatch.collectors.grpc_server import start_grpc_server
 from agentwatch.collectors.http_app import create_app
-from agentwatch.collectors.metrics import CONTENT_TYPE, CollectorMetrics
+from agentwatch.collectors.http_server import ReadTimeouts, RunningServer, start_server
+from agentwatch.collectors.metrics import CollectorMetrics
 from agentwatch.collectors.pipeline import Pipeline
 from agentwatch.collectors.readapi import read_routes
 from agentwatch.collectors.schema import SchemaOptions
-from agentwatch.collectors.settings import CollectorSettings, parse_address
+from agentwatch.collectors.settings import CollectorSettings, is_loopback, parse_address
 from agentwatch.collectors.spool import Spool
 from agentwatch.collectors.store import ClickHouseStore, redacted_url
 from agentwatch.collectors.writer import SpoolWriter
@@ -36,30 +42,51 @@ from agentwatch.instrumentation.redaction import Redactor
 log = logging.getLogger("agentwatch.collector")
 
 
-def start_metrics_server(metrics: CollectorMetrics, host: str, port: int) -> ThreadingHTTPServer:
-    """Serve ``/metrics`` from the collector's own registry (never the process-global one)."""
+class _MetricsEndpoint:
+    """prometheus_client's ASGI app, behind a check for a ``metrics``-scoped token when one is wanted.
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            if self.path.split("?", 1)[0] not in {"/metrics", "/"}:
-                self.send_error(404)
+    A class, not a function: Starlette's ``Route`` hands raw ASGI calls only to non-function endpoints.
+    """
+
+    def __init__(self, exposition: ASGIApp, authenticator: Authenticator | None) -> None:
+        self.exposition = exposition
+        self.authenticator = authenticator
+
+    async def __call__(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
+        if self.authenticator is not None:
+            try:
+                self.authenticator.authenticate(Request(scope).headers.get("authorization"), Scope.METRICS)
+            except AuthError as exc:
+                headers = {"WWW-Authenticate": 'Bearer realm="agentwatch"'} if exc.status == 401 else None
+                reply = JSONResponse({"error": exc.message}, status_code=exc.status, headers=headers)
+                await reply(scope, receive, send)
                 return
-            body = metrics.exposition()
-            self.send_response(200)
-            self.send_header("Content-Type", CONTENT_TYPE)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+        await self.exposition(scope, receive, send)
 
-        def log_message(self, format: str, *args: Any) -> None:
-            return
 
-    server = ThreadingHTTPServer((host, port), Handler)
-    server.daemon_threads = True
-    threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="agentwatch-metrics", daemon=True
-    ).start()
-    return server
+def create_metrics_app(metrics: CollectorMetrics, authenticator: Authenticator | None) -> Starlette:
+    """``GET /metrics`` (and ``/``) from the collector's own registry, via prometheus_client's ASGI app.
+
+    With ``authenticator``, each scrape needs a bearer token with the ``metrics`` scope; None serves
+    everyone (``metrics_authenticator`` decides which).
+    """
+    exposition = make_asgi_app(registry=metrics.exposed)
+    endpoint = _MetricsEndpoint(exposition, authenticator)
+    return Starlette(routes=[Route(path, endpoint, methods=["GET"]) for path in ("/metrics", "/")])
+
+
+def metrics_authenticator(settings: CollectorSettings, authenticator: Authenticator) -> Authenticator | None:
+    """Who may read /metrics: token holders (scope ``metrics``) when tokens are configured and it listens
+    beyond loopback; everyone on loopback (Prometheus on the same host, tests) and, without tokens,
+    under ``insecure_allow_remote`` (``check_exposure`` refuses the rest).
+
+    "Beyond loopback" is judged by the bind address, not by the peer: a wildcard bind takes requests
+    from anywhere, and a peer address proves little behind a proxy or a published container port.
+    """
+    host, _port = parse_address(settings.metrics, setting="metrics")
+    if is_loopback(host) or not authenticator.enabled:
+        return None
+    return authenticator
 
 
 def schema_options(settings: CollectorSettings, database: str) -> SchemaOptions:
@@ -113,10 +140,9 @@ class CollectorService:
         self.http_port = 0
         self.grpc_port = 0
         self.metrics_port = 0
-        self._uvicorn: uvicorn.Server | None = None
-        self._http_thread: threading.Thread | None = None
+        self._http_server: RunningServer | None = None
         self._grpc: Any = None
-        self._metrics_server: Any = None
+        self._metrics_server: RunningServer | None = None
         self._stopped = threading.Event()
 
     def _is_ready(self) -> tuple[bool, str]:
@@ -124,13 +150,20 @@ class CollectorService:
             return True, "store reachable, schema applied"
         return False, self.writer.last_error or "connecting to the store"
 
+    def _can_take_work(self) -> tuple[bool, str]:
+        """/readyz: the store is ready and the pipeline has room (decode slots, spool)."""
+        ready, reason = self._is_ready()
+        if not ready:
+            return ready, reason
+        refusal = self.pipeline.refusal()
+        return (False, refusal) if refusal else (True, reason)
+
     def start(self) -> None:
         self.writer.start()
-        http_host, http_port = parse_address(self.settings.otlp_http, setting="otlp_http")
         app = create_app(
             pipeline=self.pipeline,
             max_body_bytes=self.settings.max_body_bytes,
-            is_ready=self._is_ready,
+            is_ready=self._can_take_work,
             extra_routes=read_routes(
                 store=self.store,
                 authenticator=self.authenticator,
@@ -138,32 +171,25 @@ class CollectorService:
                 drift_options=self.drift_options,
             ),
         )
-        family = socket.AF_INET6 if ":" in http_host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((http_host, http_port))
-        sock.listen(1024)
-        self.http_port = sock.getsockname()[1]
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_keep_alive=30)
-        server = uvicorn.Server(config)
-        self._uvicorn = server
-        self._http_thread = threading.Thread(
-            target=lambda: asyncio.run(server.serve(sockets=[sock])), name="agentwatch-http", daemon=True
+        timeouts = ReadTimeouts(
+            header_s=self.settings.header_timeout_seconds, body_s=self.settings.body_timeout_seconds
         )
-        self._http_thread.start()
+        self._http_server = start_server(
+            app, self.settings.otlp_http, setting="otlp_http", timeouts=timeouts, name="agentwatch-http"
+        )
+        self.http_port = self._http_server.port
         if self.settings.otlp_grpc:
             self._grpc, self.grpc_port = start_grpc_server(
                 self.pipeline, self.settings.otlp_grpc, max_body_bytes=self.settings.max_body_bytes
             )
         if self.settings.metrics:
-            host, port = parse_address(self.settings.metrics, setting="metrics")
-            self._metrics_server = start_metrics_server(self.metrics, host, port)
-            self.metrics_port = self._metrics_server.server_port
+            metrics_app = create_metrics_app(self.metrics, metrics_authenticator(self.settings, self.authenticator))
+            self._metrics_server = start_server(
+                metrics_app, self.settings.metrics, setting="metrics", timeouts=timeouts, name="agentwatch-metrics"
+            )
+            self.metrics_port = self._metrics_server.port
         if self.drift_loop is not None:
             self.drift_loop.start()
-        deadline = time.monotonic() + 10
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.01)
         log.info(
             "agentwatch collector: OTLP/HTTP :%d, OTLP/gRPC :%s, /metrics :%s, store %s",
             self.http_port,
@@ -185,26 +211,33 @@ class CollectorService:
         if self._stopped.is_set():
             return
         self._stopped.set()
-        if self._uvicorn is not None:
-            self._uvicorn.should_exit = True
+        if self._http_server is not None:
+            self._http_server.server.should_exit = True  # stop accepting now; joined below
         if self._grpc is not None:
             self._grpc.stop(grace=2).wait()
-        if self._http_thread is not None:
-            self._http_thread.join(timeout=10)
+        if self._http_server is not None:
+            self._http_server.stop(timeout_s=10)
         if self.drift_loop is not None:
             self.drift_loop.stop()
         self.writer.stop(drain_timeout_s=drain_timeout_s)
         if self._metrics_server is not None:
-            self._metrics_server.shutdown()
-            self._metrics_server.server_close()
+            self._metrics_server.stop(timeout_s=5)
         self.spool.close()
         self.store.close()
 
     def serve_forever(self) -> None:
-        """Run until SIGINT/SIGTERM (what ``agentwatch collector`` does)."""
+        """Run until SIGINT/SIGTERM (what ``agentwatch collector`` does).
+
+        The first signal drains the spool and stops; a second one while that runs exits at once.
+        Everything acknowledged is already in the fsynced spool, so the hard exit loses nothing:
+        the next start sends it to ClickHouse.
+        """
         stop = threading.Event()
 
-        def _on_signal(_signum: int, _frame: FrameType | None) -> None:
+        def _on_signal(signum: int, _frame: FrameType | None) -> None:
+            if stop.is_set():
+                log.warning("second %s while stopping: exiting now; the spool keeps what was not written", signum)
+                os._exit(128 + signum)
             stop.set()
 
         signal.signal(signal.SIGTERM, _on_signal)

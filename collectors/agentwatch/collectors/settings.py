@@ -41,9 +41,15 @@ class CollectorSettings:
     spool_max_bytes: int = 1 << 30
     tokens: str = ""
     insecure_allow_remote: bool = False
+    header_timeout_seconds: float = 10.0  # connection opened (kept alive: next request's 1st byte) -> full head
+    body_timeout_seconds: float = 30.0  # from a request's head to the last byte of its body
     max_body_bytes: int = 64 << 20
     max_spans_per_request: int = 50_000
     max_attribute_length: int = 16_384
+    max_attribute_key_length: int = 256
+    max_attributes_per_span: int = 256
+    max_concurrent_decodes: int = 4
+    decode_timeout_seconds: float = 10.0
     max_inflight_bytes: int = 256 << 20
     batch_max_spans: int = 50_000
     batch_max_bytes: int = 64 << 20
@@ -75,6 +81,9 @@ class CollectorSettings:
             "max_body_bytes",
             "max_spans_per_request",
             "max_attribute_length",
+            "max_attribute_key_length",
+            "max_attributes_per_span",
+            "max_concurrent_decodes",
             "max_inflight_bytes",
             "batch_max_spans",
             "batch_max_bytes",
@@ -90,6 +99,13 @@ class CollectorSettings:
             raise SettingsError(
                 f"batch_timeout_seconds must be positive and finite, got {self.batch_timeout_seconds!r}"
             )
+        if not 0 < self.decode_timeout_seconds < math.inf:
+            raise SettingsError(
+                f"decode_timeout_seconds must be positive and finite, got {self.decode_timeout_seconds!r}"
+            )
+        for name in ("header_timeout_seconds", "body_timeout_seconds"):
+            if not 0 < getattr(self, name) < math.inf:  # NaN compares false too
+                raise SettingsError(f"{name} must be positive and finite, got {getattr(self, name)!r}")
         self._validate_drift()
         if self.traces_ttl_days < 0 or self.runs_ttl_days < 0:
             raise SettingsError("TTLs are days >= 0 (0 keeps data forever)")
@@ -123,10 +139,14 @@ class CollectorSettings:
                 raise SettingsError(f"drift_since: {exc}") from None
 
     def check_exposure(self) -> None:
-        """Refuse to listen beyond loopback without auth unless explicitly allowed (the safe default)."""
+        """Refuse to listen beyond loopback without auth unless explicitly allowed (the safe default).
+
+        /metrics counts too: it names every tenant's agents, tools and models. With tokens, a
+        non-loopback /metrics asks for a token with the ``metrics`` scope (the service enforces it).
+        """
         if self.tokens or self.insecure_allow_remote:
             return
-        for name in ("otlp_http", "otlp_grpc"):
+        for name in ("otlp_http", "otlp_grpc", "metrics"):
             value = getattr(self, name)
             if value and not is_loopback(parse_address(value, setting=name)[0]):
                 raise SettingsError(

@@ -25,6 +25,14 @@ handed out, so after a crash the same records come back as the same batch with t
 tokens carry the spool id, so two collectors (or a recreated spool that restarts at seq 1) never
 collide inside ClickHouse's deduplication window.
 
+Committed space is reclaimed even though segments only rotate at ``segment_bytes``: once every
+record of the active segment is committed, the committer deletes it before the next write (journaling
+its digests first) when it has grown past ``reclaim_bytes``, or when a write failed with ENOSPC or
+EDQUOT; a write that fails that way is retried once in a fresh segment when the active one could be
+reclaimed. Recovery deletes a fully committed last segment too, so a restart starts from an empty
+one. Otherwise a disk that filled up once would stay full of delivered records and refuse every
+request of the size that filled it, while ``pending_bytes`` reports nothing to deliver.
+
 Recovery on open scans every segment. Only the newest segment can end in a torn write (a segment is
 fsynced before the next one is created), so unparseable bytes at its end are a crash mid-write that
 was never acknowledged and are truncated away. Damage anywhere else is corruption: the damaged bytes
@@ -70,6 +78,7 @@ _JOURNAL = "digests.log"
 _JOURNAL_ENTRY = struct.Struct("<BQ")  # digest length, seq; then the digest and a crc32 of both
 _LOCK = "LOCK"
 _READ_BUFFER = 1 << 20
+_DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 class SpoolError(Exception):
@@ -226,6 +235,9 @@ class _Disk:
         try:
             _write_all(fd, data, 0)
             self.sync_fd(fd)
+        except OSError:
+            tmp.unlink(missing_ok=True)  # a partial copy would only hold space on a disk that is full
+            raise
         finally:
             os.close(fd)
         os.replace(tmp, path)
@@ -432,11 +444,21 @@ class _Inflight:
     end: _Pos
 
 
+def _check_options(max_bytes: int, segment_bytes: int, *non_negative: float) -> None:
+    """Refuse settings the spool cannot work with before it touches the directory."""
+    if max_bytes <= _HEADER.size or segment_bytes <= _HEADER.size:
+        raise ValueError("max_bytes and segment_bytes must be larger than one record header")
+    if min(non_negative) < 0:
+        raise ValueError("commit_window_s, digest_memory, memory_bytes and reclaim_bytes must not be negative")
+
+
 class Spool:
     """Durable local queue of encoded span rows between the receivers and ClickHouse.
 
     Many threads may call :meth:`append` and :meth:`seen`; one drainer calls :meth:`next_batch`
-    and :meth:`commit` (they are serialised anyway).
+    and :meth:`commit` (they are serialised anyway). A fully committed active segment is deleted
+    once it holds ``reclaim_bytes`` (at most ``segment_bytes``; 0: as soon as it is committed),
+    bounding the disk that delivered records occupy, and whenever the disk was found full.
     """
 
     def __init__(
@@ -449,14 +471,13 @@ class Spool:
         commit_window_s: float = 0.002,
         digest_memory: int = 100_000,
         memory_bytes: int = 64 << 20,
+        reclaim_bytes: int = 4 << 20,
     ) -> None:
-        if max_bytes <= _HEADER.size or segment_bytes <= _HEADER.size:
-            raise ValueError("max_bytes and segment_bytes must be larger than one record header")
-        if commit_window_s < 0 or digest_memory < 0 or memory_bytes < 0:
-            raise ValueError("commit_window_s, digest_memory and memory_bytes must not be negative")
+        _check_options(max_bytes, segment_bytes, commit_window_s, digest_memory, memory_bytes, reclaim_bytes)
         self._dir = Path(directory).absolute()
         self._max_bytes = max_bytes
         self._segment_bytes = segment_bytes
+        self._reclaim_bytes = max(1, min(reclaim_bytes, segment_bytes))
         self._window = commit_window_s
         self._digest_memory = digest_memory
         self._disk = _Disk(self._dir, fsync=fsync)
@@ -478,6 +499,8 @@ class Spool:
         self._appended = 0
         self._inflight: _Inflight | None = None
         self._active_fd: int | None = None
+        # _disk_full: a segment write hit ENOSPC/EDQUOT since the active segment was last reclaimed
+        self._disk_full, self._disk_full_errors, self._reclaimed_bytes = False, 0, 0
         # state recovered from disk by _recover()
         self._spool_id = ""
         self._segments: list[_Segment] = []
@@ -546,6 +569,27 @@ class Spool:
         """Write + fsync rounds since open."""
         with self._lock:
             return self._groups
+
+    @property
+    def reclaimed_bytes(self) -> int:
+        """Bytes of committed records freed since open by deleting the active segment early.
+
+        Commits delete only the segments before the active one; this counts the active segment (and
+        at open the last one) deleted once fully committed: every ``reclaim_bytes`` on a busy spool,
+        and right after :attr:`disk_full_errors` grew when the spool made room on a full disk.
+        """
+        with self._lock:
+            return self._reclaimed_bytes
+
+    @property
+    def disk_full_errors(self) -> int:
+        """Segment writes since open that failed with ENOSPC or EDQUOT, retries included.
+
+        Each is retried once in a fresh segment when the committed records could be reclaimed; the
+        appends fail (HTTP 503) only when the retry fails too or nothing was reclaimable.
+        """
+        with self._lock:
+            return self._disk_full_errors
 
     def append(self, payload: bytes, *, spans: int, digest: bytes | None = None) -> int:
         """Spool one request's rows and return its seq once they are fsynced.
@@ -682,10 +726,15 @@ class Spool:
         self._durable_seq = scan.last_seq
         inflight_last = checkpoint.inflight[1] if checkpoint.inflight else 0
         self._next_seq = max(scan.last_seq, checkpoint.committed, inflight_last) + 1
-        self._cursor = scan.cursor or self._end_pos()
         self._restore_digests(scan.digests)
+        # the last segment too: its committed records would otherwise hold their space until it
+        # filled up, which on a full disk it never does; new records then start a new segment
+        last = self._segments[-1] if self._segments else None
+        self._delete_committed_segments(active=True)
+        if last is not None and not self._segments:
+            self._reclaimed_bytes = last.size
+        self._cursor = scan.cursor or self._end_pos()  # _Pos(_next_seq, 0) when everything was committed
         self._open_active()
-        self._delete_committed_segments()
 
     def _segment_paths(self) -> list[tuple[int, Path]]:
         found = [(seq, path) for path in self._dir.iterdir() if (seq := _segment_seq(path)) is not None]
@@ -818,8 +867,10 @@ class Spool:
             start = end
 
     def _segment_for(self, size: int) -> _Segment:
-        """The segment the next record goes to, rotating when it would overflow the current one."""
+        """The segment the next record goes to: a new one after a reclaim or when the current one would overflow."""
         current = self._segments[-1] if self._segments else None
+        if current is not None and (self._disk_full or current.size >= self._reclaim_bytes):
+            self._reclaim_active()  # deletes (and closes) it when all its records are committed
         if current is not None and self._active_fd is not None:
             if current.size == 0 or current.size + size <= self._segment_bytes:
                 return current
@@ -848,7 +899,7 @@ class Spool:
             end += 1
         return end
 
-    def _write_chunk(self, segment: _Segment, chunk: list[_Pending]) -> OSError | None:
+    def _write_chunk(self, segment: _Segment, chunk: list[_Pending], *, retry: bool = True) -> OSError | None:
         assert self._active_fd is not None
         first = self._next_seq
         data = b"".join(_encode(first + i, p.spans, p.digest, p.payload) for i, p in enumerate(chunk))
@@ -856,6 +907,9 @@ class Spool:
             _write_all(self._active_fd, data, segment.size)
         except OSError as exc:
             self._undo_write(segment, exc)
+            fresh = self._on_disk_full(exc, len(data), retry=retry) if exc.errno in _DISK_FULL else None
+            if fresh is not None:
+                return self._write_chunk(fresh, chunk, retry=False)
             with self._lock:
                 self._finish(chunk, exc)
             return exc
@@ -875,7 +929,8 @@ class Spool:
 
     def _undo_write(self, segment: _Segment, exc: OSError) -> None:
         """Cut a failed write back off, so no half record is ever followed by the next good one."""
-        log.error("%s: spool write failed: %s", segment.path, exc)
+        if exc.errno not in _DISK_FULL:  # _on_disk_full explains those
+            log.error("%s: spool write failed: %s", segment.path, exc)
         assert self._active_fd is not None
         try:
             os.ftruncate(self._active_fd, segment.size)
@@ -883,6 +938,73 @@ class Spool:
         except OSError as undo_exc:
             log.error("%s: cannot undo the failed write, spool stops accepting: %s", segment.path, undo_exc)
             self._failed = undo_exc
+
+    def _on_disk_full(self, exc: OSError, size: int, *, retry: bool) -> _Segment | None:
+        """A write found no space: reclaim the active segment if it is all committed, and say what happened.
+
+        Returns a fresh segment to retry the write in once, or None when the appends fail. Without
+        this a disk filled once stays full of delivered records: nothing else frees the active segment.
+        """
+        with self._lock:
+            self._disk_full_errors += 1
+            pending = self._pending_bytes
+        self._disk_full = True  # also reclaim at the next write once the pending records are committed
+        if self._failed is not None:
+            return None  # the failed write could not be cut off; _undo_write said so
+        if not retry:
+            log.warning("%s: disk full (%s) even after reclaiming; %d bytes of appends fail", self._dir, exc, size)
+            return None
+        try:
+            reclaimed = self._reclaim_active()
+            fresh = self._segment_for(size) if reclaimed else None
+        except OSError as new_exc:
+            log.error("%s: disk full (%s) and reclaiming space failed: %s", self._dir, exc, new_exc)
+            return None
+        if fresh is None:
+            log.warning(
+                "%s: disk full (%s): cannot write %d bytes and nothing could be reclaimed: %d bytes of records "
+                "are not committed to ClickHouse yet; appends fail until they are or space is freed",
+                self._dir,
+                exc,
+                size,
+                pending,
+            )
+        else:
+            log.warning(
+                "%s: disk full (%s): reclaimed %d bytes of committed records from the active segment; "
+                "retrying the write of %d bytes in a new segment",
+                self._dir,
+                exc,
+                reclaimed,
+                size,
+            )
+        return fresh
+
+    def _reclaim_active(self) -> int:
+        """Delete every non-empty segment whose records are all committed, the active one included.
+
+        Returns the bytes freed (0: nothing was committed). Commits never delete the active segment,
+        nor one that was active until a rotation left it behind with nothing pending. The drainer's
+        lock (then the state lock: close()'s order; the drainer never waits for the committer) keeps
+        the digest journal to one writer and batches unread meanwhile. The cursor then names a deleted
+        segment; _iter_entries bisects past it to the start of the next one.
+        """
+        with self._lock:
+            if not any(s.size and s.last_seq <= self._committed for s in self._segments):
+                return 0  # the usual case while records are pending: no need to wait for the drainer
+        with self._drain_lock:
+            with self._lock:
+                victims = [s for s in self._segments if s.size and s.last_seq <= self._committed]
+                active = bool(victims) and victims[-1] is self._segments[-1]
+            if active and self._active_fd is not None:
+                os.close(self._active_fd)
+                self._active_fd = None
+            self._delete_segments(victims)
+        freed = sum(s.size for s in victims)
+        with self._lock:
+            self._reclaimed_bytes += freed
+        self._disk_full = self._disk_full and not freed
+        return freed
 
     def _acknowledge(self, segment: _Segment, chunk: list[_Pending], first: int, written: int) -> None:
         offset = segment.size
@@ -1017,19 +1139,40 @@ class Spool:
         checkpoint = _Checkpoint(self._spool_id, self._committed if committed is None else committed, inflight)
         self._disk.replace(self._dir / _CHECKPOINT, _checkpoint_bytes(checkpoint))
 
-    def _delete_committed_segments(self) -> None:
-        """Delete every segment but the active one whose records are all committed; keep their digests."""
+    def _delete_committed_segments(self, *, active: bool = False) -> None:
+        """Delete the segments whose records are all committed, the active one only if ``active``."""
         with self._lock:
-            victims = [s for s in self._segments[:-1] if s.last_seq <= self._committed]
+            victims = [s for s in self._segments[: None if active else -1] if s.last_seq <= self._committed]
+        self._delete_segments(victims)
+
+    def _delete_segments(self, victims: list[_Segment]) -> None:
+        """Delete committed segments, journaling their digests first (holding the drain lock, or opening)."""
         if not victims:
             return
-        self._journal_digests(max(s.last_seq for s in victims))
+        upto = max(s.last_seq for s in victims)
+        try:
+            self._journal_digests(upto)
+            journaled = True
+        except OSError as exc:
+            if exc.errno not in _DISK_FULL:
+                raise
+            # no room even for the digests: free the segments, then journal into their space (a crash
+            # in between forgets these digests, which beats a spool that stays full forever)
+            log.warning(
+                "%s: disk full (%s); deleting committed segments before journaling their digests", self._dir, exc
+            )
+            journaled = False
         for segment in victims:
             segment.path.unlink()
         self._disk.sync_dir()
         gone = {id(s) for s in victims}
         with self._lock:
             self._segments = [s for s in self._segments if id(s) not in gone]
+        if not journaled:
+            try:
+                self._journal_digests(upto)
+            except OSError as exc:  # _journaled_upto did not move: the next journal write retries them
+                log.error("%s: cannot journal the digests of records up to seq %d: %s", self._dir, upto, exc)
 
     def _journal_digests(self, upto: int) -> None:
         """Append the remembered digests with seqs up to ``upto`` before their records are deleted."""
@@ -1043,12 +1186,19 @@ class Spool:
         if entries:
             path = self._dir / _JOURNAL
             created = not path.exists()
-            with path.open("ab") as f:
-                f.write(b"".join(reversed(entries)))
-                f.flush()
-                self._disk.sync_fd(f.fileno())
-            if created:
-                self._disk.sync_dir()
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+            try:
+                if created:
+                    self._disk.sync_dir()  # now, as a failed write below leaves the file for the next try
+                end = os.fstat(fd).st_size
+                try:
+                    _write_all(fd, b"".join(reversed(entries)), end)
+                    self._disk.sync_fd(fd)
+                except OSError:
+                    os.ftruncate(fd, end)  # a torn entry (disk full) would hide every later one when read
+                    raise
+            finally:
+                os.close(fd)
             self._journal_entries += len(entries)
         self._journaled_upto = max(self._journaled_upto, upto)
         if self._journal_entries > 2 * max(self._digest_memory, 1):

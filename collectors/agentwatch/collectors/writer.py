@@ -163,4 +163,11 @@ class SpoolWriter:
         self._metrics.record_dropped("store_rejected", batch.spans)
 
     def _publish_spool(self) -> None:
-        self._metrics.set_spool(self._spool.pending_bytes, self._spool.pending_spans, self._spool.capacity_bytes)
+        spool = self._spool
+        self._metrics.set_spool(
+            spool.pending_bytes,
+            spool.pending_spans,
+            spool.capacity_bytes,
+            reclaimed_bytes=spool.reclaimed_bytes,
+            disk_full_errors=spool.disk_full_errors,
+        )

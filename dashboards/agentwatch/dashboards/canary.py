@@ -16,7 +16,7 @@ from grafana_foundation_sdk.builders.prometheus import Dataquery
 from grafana_foundation_sdk.models import common as common_models
 from grafana_foundation_sdk.models.dashboard import Dashboard, DataTransformerConfig
 
-from agentwatch.collectors import metrics
+from agentwatch.collectors import metric_names as names
 from agentwatch.dashboards.common import (
     AGENT_SELECTOR,
     agent_variables,
@@ -37,12 +37,12 @@ SLUG: Final = "canary"
 TITLE: Final = "agentwatch / Canary vs baseline"
 
 _SEL: Final = AGENT_SELECTOR
-_AGENT_ONLY: Final = f'{metrics.LABEL_AGENT}=~"$agent"'
+_AGENT_ONLY: Final = f'{names.LABEL_AGENT}=~"$agent"'
 _RATE: Final = "$__rate_interval"
-_RUNS: Final = metrics.RUNS_TOTAL
+_RUNS: Final = names.RUNS_TOTAL
 
 _VERDICT_COLORS: Final = {"pass": "green", "inconclusive": "yellow", "fail": "red"}
-VERDICT_MAPPINGS: Final = {code: (verdict, _VERDICT_COLORS[verdict]) for verdict, code in metrics.VERDICT_CODES.items()}
+VERDICT_MAPPINGS: Final = {code: (verdict, _VERDICT_COLORS[verdict]) for verdict, code in names.VERDICT_CODES.items()}
 """Verdict code -> (text, color) of the verdict panels."""
 
 
@@ -50,7 +50,7 @@ def _by_track(histogram: str) -> list[Dataquery]:
     """p50 and p95 per track of a run histogram: the two distributions side by side."""
     return [
         promql(
-            f"histogram_quantile({quantile}, sum by ({metrics.LABEL_TRACK}, le) "
+            f"histogram_quantile({quantile}, sum by ({names.LABEL_TRACK}, le) "
             f"(rate({histogram}_bucket{{{_SEL}}}[{_RATE}])))",
             legend=f"{{{{track}}}} p{round(quantile * 100)}",
             ref_id=ref_id,
@@ -61,7 +61,7 @@ def _by_track(histogram: str) -> list[Dataquery]:
 
 def _share_of_track(window: str) -> str:
     """Each stop reason's share of its track's runs over ``window``."""
-    track, reason = metrics.LABEL_TRACK, metrics.LABEL_STOP_REASON
+    track, reason = names.LABEL_TRACK, names.LABEL_STOP_REASON
     runs = f"increase({_RUNS}{{{_SEL}}}[{window}])"
     return f"sum by ({track}, {reason}) ({runs}) / ignoring({reason}) group_left() sum by ({track}) ({runs})"
 
@@ -91,7 +91,7 @@ def build() -> Dashboard:
         .tooltip(tooltip_all())
         .with_target(
             promql(
-                f"max by ({metrics.LABEL_AGENT}, {metrics.LABEL_METRIC}) ({metrics.CANARY_VERDICT}{{{_AGENT_ONLY}}})",
+                f"max by ({names.LABEL_AGENT}, {names.LABEL_METRIC}) ({names.CANARY_VERDICT}{{{_AGENT_ONLY}}})",
                 legend="{{agent}} {{metric}}",
             )
         )
@@ -114,8 +114,8 @@ def build() -> Dashboard:
             DataTransformerConfig(
                 id_val="groupingToMatrix",
                 options={
-                    "columnField": metrics.LABEL_TRACK,
-                    "rowField": metrics.LABEL_STOP_REASON,
+                    "columnField": names.LABEL_TRACK,
+                    "rowField": names.LABEL_STOP_REASON,
                     "valueField": "Value",
                 },
             )
@@ -127,7 +127,10 @@ def build() -> Dashboard:
             stat(
                 "Canary verdict",
                 "Worst verdict over the compared metrics (pass, inconclusive, fail).",
-                promql(f"max by ({metrics.LABEL_AGENT}) ({metrics.CANARY_VERDICT}{{{_AGENT_ONLY}}})", instant=True),
+                promql(
+                    f"max by ({names.LABEL_AGENT}) ({names.CANARY_VERDICT}{{{_AGENT_ONLY}}})",
+                    instant=True,
+                ),
                 width=8,
             ).mappings(verdicts)
         )
@@ -138,8 +141,8 @@ def build() -> Dashboard:
                 "Anytime-valid evidence that the canary differs from its baseline, per metric. It can be watched "
                 "continuously: an e-value above 1/alpha (20 at alpha = 0.05) is significant.",
                 promql(
-                    f"max by ({metrics.LABEL_AGENT}, {metrics.LABEL_METRIC}) "
-                    f"({metrics.CANARY_DRIFT_EVALUE}{{{_AGENT_ONLY}}})",
+                    f"max by ({names.LABEL_AGENT}, {names.LABEL_METRIC}) "
+                    f"({names.CANARY_DRIFT_EVALUE}{{{_AGENT_ONLY}}})",
                     legend="{{agent}} {{metric}}",
                 ),
                 width=12,
@@ -150,8 +153,8 @@ def build() -> Dashboard:
                 "Versions by track",
                 "Agent versions seen on each track in the selected time range.",
                 promql(
-                    f"max by ({metrics.LABEL_AGENT}, {metrics.LABEL_TRACK}, {metrics.LABEL_VERSION}) "
-                    f"(max_over_time({metrics.AGENT_INFO}{{{_SEL}}}[$__range]))",
+                    f"max by ({names.LABEL_AGENT}, {names.LABEL_TRACK}, {names.LABEL_VERSION}) "
+                    f"(max_over_time({names.AGENT_INFO}{{{_SEL}}}[$__range]))",
                     table=True,
                 ),
                 width=12,
@@ -174,23 +177,23 @@ def build() -> Dashboard:
             graph(
                 "Cost per run",
                 "Median and p95 cost per run, per track.",
-                *_by_track(metrics.RUN_COST_USD),
+                *_by_track(names.RUN_COST_USD),
                 unit="currencyUSD",
             )
         )
-        .with_panel(graph("Steps per run", "Median and p95 steps per run, per track.", *_by_track(metrics.RUN_STEPS)))
+        .with_panel(graph("Steps per run", "Median and p95 steps per run, per track.", *_by_track(names.RUN_STEPS)))
         .with_panel(
             graph(
                 "Tool calls per run",
                 "Median and p95 tool calls per run, per track.",
-                *_by_track(metrics.RUN_TOOL_CALLS),
+                *_by_track(names.RUN_TOOL_CALLS),
             )
         )
         .with_panel(
             graph(
                 "Run duration",
                 "Median and p95 wall time per run, per track.",
-                *_by_track(metrics.RUN_DURATION_SECONDS),
+                *_by_track(names.RUN_DURATION_SECONDS),
                 unit="s",
             )
         )

@@ -11,7 +11,7 @@ from typing import Final
 
 from grafana_foundation_sdk.models.dashboard import Dashboard
 
-from agentwatch.collectors import metrics
+from agentwatch.collectors import metric_names as names
 from agentwatch.dashboards.common import (
     COLLECTOR_JOB,
     graph,
@@ -54,7 +54,7 @@ def build() -> Dashboard:
             stat(
                 "Store up",
                 "Whether every collector's last ClickHouse operation succeeded.",
-                promql(f"min({metrics.COLLECTOR_STORE_UP}{{{_SEL}}})", instant=True),
+                promql(f"min({names.COLLECTOR_STORE_UP}{{{_SEL}}})", instant=True),
             ).mappings(value_mappings({0: ("down", "red"), 1: ("up", "green")}))
         )
         .with_panel(
@@ -62,8 +62,7 @@ def build() -> Dashboard:
                 "Spool used",
                 "Fullest spool relative to its capacity; at 100% the collector answers 503.",
                 promql(
-                    f"max({metrics.COLLECTOR_SPOOL_BYTES}{{{_SEL}}}"
-                    f" / {metrics.COLLECTOR_SPOOL_CAPACITY_BYTES}{{{_SEL}}})",
+                    f"max({names.COLLECTOR_SPOOL_BYTES}{{{_SEL}}} / {names.COLLECTOR_SPOOL_CAPACITY_BYTES}{{{_SEL}}})",
                     instant=True,
                 ),
                 unit="percentunit",
@@ -73,7 +72,7 @@ def build() -> Dashboard:
             stat(
                 "Spans lost",
                 "Accepted spans that will never be stored (dead-lettered) in the time range. Should be 0.",
-                promql(f"sum(increase({metrics.COLLECTOR_SPANS_DROPPED_TOTAL}{{{_SEL}}}[$__range]))", instant=True),
+                promql(f"sum(increase({names.COLLECTOR_SPANS_DROPPED_TOTAL}{{{_SEL}}}[$__range]))", instant=True),
             )
         )
         .with_panel(
@@ -92,12 +91,12 @@ def build() -> Dashboard:
                 "Spans received and written/s",
                 "Spans decoded from requests, per transport, and spans written to ClickHouse.",
                 promql(
-                    f"sum by ({metrics.LABEL_TRANSPORT}) "
-                    f"(rate({metrics.COLLECTOR_SPANS_RECEIVED_TOTAL}{{{_SEL}}}[{_RATE}]))",
+                    f"sum by ({names.LABEL_TRANSPORT}) "
+                    f"(rate({names.COLLECTOR_SPANS_RECEIVED_TOTAL}{{{_SEL}}}[{_RATE}]))",
                     legend="received {{transport}}",
                 ),
                 promql(
-                    f"sum(rate({metrics.COLLECTOR_SPANS_WRITTEN_TOTAL}{{{_SEL}}}[{_RATE}]))",
+                    f"sum(rate({names.COLLECTOR_SPANS_WRITTEN_TOTAL}{{{_SEL}}}[{_RATE}]))",
                     legend="written",
                     ref_id="B",
                 ),
@@ -108,8 +107,8 @@ def build() -> Dashboard:
                 "Requests/s by answer",
                 "Export requests per transport and status (HTTP code or gRPC status).",
                 promql(
-                    f"sum by ({metrics.LABEL_TRANSPORT}, {metrics.LABEL_CODE}) "
-                    f"(rate({metrics.COLLECTOR_REQUESTS_TOTAL}{{{_SEL}}}[{_RATE}]))",
+                    f"sum by ({names.LABEL_TRANSPORT}, {names.LABEL_CODE}) "
+                    f"(rate({names.COLLECTOR_REQUESTS_TOTAL}{{{_SEL}}}[{_RATE}]))",
                     legend="{{transport}} {{code}}",
                 ),
                 unit="reqps",
@@ -120,8 +119,7 @@ def build() -> Dashboard:
                 "Rejected spans/s",
                 "Spans refused to the sender, by reason (invalid, limit, auth, spool_full, ...).",
                 promql(
-                    f"sum by ({metrics.LABEL_REASON}) "
-                    f"(rate({metrics.COLLECTOR_SPANS_REJECTED_TOTAL}{{{_SEL}}}[{_RATE}]))",
+                    f"sum by ({names.LABEL_REASON}) (rate({names.COLLECTOR_SPANS_REJECTED_TOTAL}{{{_SEL}}}[{_RATE}]))",
                     legend="{{reason}}",
                 ),
             )
@@ -131,8 +129,7 @@ def build() -> Dashboard:
                 "Dropped spans/s",
                 "Accepted spans lost before storage (ClickHouse refused the batch as bad data), by reason.",
                 promql(
-                    f"sum by ({metrics.LABEL_REASON}) "
-                    f"(rate({metrics.COLLECTOR_SPANS_DROPPED_TOTAL}{{{_SEL}}}[{_RATE}]))",
+                    f"sum by ({names.LABEL_REASON}) (rate({names.COLLECTOR_SPANS_DROPPED_TOTAL}{{{_SEL}}}[{_RATE}]))",
                     legend="{{reason}}",
                 ),
             )
@@ -142,9 +139,9 @@ def build() -> Dashboard:
             graph(
                 "Queue and spool (spans)",
                 "Spans waiting in memory for a write, and spans held in the durable spool.",
-                promql(f"sum by (instance) ({metrics.COLLECTOR_QUEUE_SPANS}{{{_SEL}}})", legend="{{instance}} queue"),
+                promql(f"sum by (instance) ({names.COLLECTOR_QUEUE_SPANS}{{{_SEL}}})", legend="{{instance}} queue"),
                 promql(
-                    f"sum by (instance) ({metrics.COLLECTOR_SPOOL_SPANS}{{{_SEL}}})",
+                    f"sum by (instance) ({names.COLLECTOR_SPOOL_SPANS}{{{_SEL}}})",
                     legend="{{instance}} spool",
                     ref_id="B",
                 ),
@@ -154,9 +151,9 @@ def build() -> Dashboard:
             graph(
                 "Spool size",
                 "Bytes in the spool and its capacity.",
-                promql(f"sum by (instance) ({metrics.COLLECTOR_SPOOL_BYTES}{{{_SEL}}})", legend="{{instance}} used"),
+                promql(f"sum by (instance) ({names.COLLECTOR_SPOOL_BYTES}{{{_SEL}}})", legend="{{instance}} used"),
                 promql(
-                    f"sum by (instance) ({metrics.COLLECTOR_SPOOL_CAPACITY_BYTES}{{{_SEL}}})",
+                    f"sum by (instance) ({names.COLLECTOR_SPOOL_CAPACITY_BYTES}{{{_SEL}}})",
                     legend="{{instance}} capacity",
                     ref_id="B",
                 ),
@@ -170,7 +167,7 @@ def build() -> Dashboard:
                 *[
                     promql(
                         f"histogram_quantile({quantile}, sum by (le) "
-                        f"(rate({metrics.COLLECTOR_INSERT_DURATION_SECONDS}_bucket{{{_SEL}}}[{_RATE}])))",
+                        f"(rate({names.COLLECTOR_INSERT_DURATION_SECONDS}_bucket{{{_SEL}}}[{_RATE}])))",
                         legend=f"p{round(quantile * 100)}",
                         ref_id=ref_id,
                     )
@@ -184,7 +181,7 @@ def build() -> Dashboard:
                 "ClickHouse insert failures/s",
                 "Failed inserts (retried from the spool; nothing is lost while the spool has room).",
                 promql(
-                    f"sum by (instance) (rate({metrics.COLLECTOR_INSERT_FAILURES_TOTAL}{{{_SEL}}}[{_RATE}]))",
+                    f"sum by (instance) (rate({names.COLLECTOR_INSERT_FAILURES_TOTAL}{{{_SEL}}}[{_RATE}]))",
                     legend="{{instance}}",
                 ),
             )
@@ -194,9 +191,9 @@ def build() -> Dashboard:
                 "Drift analyzer rounds/min",
                 "Canary drift evaluations by result; failed rounds leave the canary gauges stale.",
                 promql(
-                    f"sum by (instance, {metrics.LABEL_RESULT}) "
-                    f"(rate({metrics.COLLECTOR_DRIFT_EVALUATIONS_TOTAL}{{{_SEL}}}[{_RATE}])) * 60",
-                    legend=f"{{{{instance}}}} {{{{{metrics.LABEL_RESULT}}}}}",
+                    f"sum by (instance, {names.LABEL_RESULT}) "
+                    f"(rate({names.COLLECTOR_DRIFT_EVALUATIONS_TOTAL}{{{_SEL}}}[{_RATE}])) * 60",
+                    legend=f"{{{{instance}}}} {{{{{names.LABEL_RESULT}}}}}",
                 ),
             )
         )

@@ -31,7 +31,7 @@ from grafana_foundation_sdk.models import common as common_models
 from grafana_foundation_sdk.models import dashboard as dashboard_models
 from grafana_foundation_sdk.models import prometheus as prometheus_models
 
-from agentwatch.collectors import metrics
+from agentwatch.collectors import metric_names as names
 from agentwatch.dashboards.datasources import (
     CLICKHOUSE_DATASOURCE_TYPE,
     CLICKHOUSE_DATASOURCE_UID,
@@ -75,7 +75,7 @@ def sql(text: str) -> str:
 
 # --- PromQL ------------------------------------------------------------------------------------
 
-AGENT_SELECTOR: Final = f'{metrics.LABEL_AGENT}=~"$agent", {metrics.LABEL_TRACK}=~"$track"'
+AGENT_SELECTOR: Final = f'{names.LABEL_AGENT}=~"$agent", {names.LABEL_TRACK}=~"$track"'
 """Label matchers of the agent and track variables ("All" is ``.*``)."""
 
 
@@ -233,11 +233,11 @@ def clickhouse_variable(name: str, label: str, query: str) -> dashboard_builders
 def agent_variables() -> list[dashboard_builders.QueryVariable]:
     """The agent and track variables of the Prometheus dashboards."""
     return [
-        prometheus_variable("agent", "Agent", f"label_values({metrics.RUNS_TOTAL}, {metrics.LABEL_AGENT})"),
+        prometheus_variable("agent", "Agent", f"label_values({names.RUNS_TOTAL}, {names.LABEL_AGENT})"),
         prometheus_variable(
             "track",
             "Track",
-            f'label_values({metrics.RUNS_TOTAL}{{{metrics.LABEL_AGENT}=~"$agent"}}, {metrics.LABEL_TRACK})',
+            f'label_values({names.RUNS_TOTAL}{{{names.LABEL_AGENT}=~"$agent"}}, {names.LABEL_TRACK})',
         ),
     ]
 

@@ -12,7 +12,7 @@ from typing import Final
 from grafana_foundation_sdk.builders.prometheus import Dataquery
 from grafana_foundation_sdk.models.dashboard import Dashboard
 
-from agentwatch.collectors import metrics
+from agentwatch.collectors import metric_names as names
 from agentwatch.dashboards.common import (
     AGENT_SELECTOR,
     agent_variables,
@@ -31,15 +31,15 @@ TITLE: Final = "agentwatch / Agent overview"
 
 _SEL: Final = AGENT_SELECTOR
 _RATE: Final = "$__rate_interval"
-_RUNS: Final = metrics.RUNS_TOTAL
-_TOOLS: Final = metrics.TOOL_CALLS_TOTAL
+_RUNS: Final = names.RUNS_TOTAL
+_TOOLS: Final = names.TOOL_CALLS_TOTAL
 
 
 def _quantiles(histogram: str) -> list[Dataquery]:
     """p50 and p95 per agent and track from a run histogram's buckets."""
     return [
         promql(
-            f"histogram_quantile({quantile}, sum by ({metrics.LABEL_AGENT}, {metrics.LABEL_TRACK}, le) "
+            f"histogram_quantile({quantile}, sum by ({names.LABEL_AGENT}, {names.LABEL_TRACK}, le) "
             f"(rate({histogram}_bucket{{{_SEL}}}[{_RATE}])))",
             legend=f"{{{{agent}}}}/{{{{track}}}} p{round(quantile * 100)}",
             ref_id=ref_id,
@@ -87,7 +87,7 @@ def build() -> Dashboard:
             stat(
                 "Cost",
                 "LLM cost of the runs finished in the selected time range.",
-                promql(f"sum(increase({metrics.COST_USD_TOTAL}{{{_SEL}}}[$__range]))", instant=True),
+                promql(f"sum(increase({names.COST_USD_TOTAL}{{{_SEL}}}[$__range]))", instant=True),
                 unit="currencyUSD",
             )
         )
@@ -103,7 +103,7 @@ def build() -> Dashboard:
                 "Runs/s by stop reason",
                 "Finished runs per second, stacked by why they ended.",
                 promql(
-                    f"sum by ({metrics.LABEL_STOP_REASON}) (rate({_RUNS}{{{_SEL}}}[{_RATE}]))",
+                    f"sum by ({names.LABEL_STOP_REASON}) (rate({_RUNS}{{{_SEL}}}[{_RATE}]))",
                     legend="{{stop_reason}}",
                 ),
                 unit="reqps",
@@ -115,7 +115,7 @@ def build() -> Dashboard:
                 "Runs/s by agent and track",
                 "Finished runs per second per agent and deployment track.",
                 promql(
-                    f"sum by ({metrics.LABEL_AGENT}, {metrics.LABEL_TRACK}) (rate({_RUNS}{{{_SEL}}}[{_RATE}]))",
+                    f"sum by ({names.LABEL_AGENT}, {names.LABEL_TRACK}) (rate({_RUNS}{{{_SEL}}}[{_RATE}]))",
                     legend="{{agent}}/{{track}}",
                 ),
                 unit="reqps",
@@ -127,8 +127,8 @@ def build() -> Dashboard:
                 "Budget exhaustion ratio by budget",
                 "Share of finished runs that a budget stopped, by budget (steps, tool_calls, seconds, usd).",
                 promql(
-                    f"sum by ({metrics.LABEL_BUDGET}) (rate({metrics.BUDGET_EXHAUSTED_TOTAL}{{{_SEL}}}[{_RATE}]))"
-                    f" / ignoring({metrics.LABEL_BUDGET}) group_left() sum(rate({_RUNS}{{{_SEL}}}[{_RATE}]))",
+                    f"sum by ({names.LABEL_BUDGET}) (rate({names.BUDGET_EXHAUSTED_TOTAL}{{{_SEL}}}[{_RATE}]))"
+                    f" / ignoring({names.LABEL_BUDGET}) group_left() sum(rate({_RUNS}{{{_SEL}}}[{_RATE}]))",
                     legend="{{budget}}",
                 ),
                 unit="percentunit",
@@ -139,9 +139,9 @@ def build() -> Dashboard:
                 "Budget exhaustion ratio by agent",
                 "Share of each agent's finished runs that any budget stopped.",
                 promql(
-                    f"sum by ({metrics.LABEL_AGENT}, {metrics.LABEL_TRACK}) "
-                    f"(rate({metrics.BUDGET_EXHAUSTED_TOTAL}{{{_SEL}}}[{_RATE}]))"
-                    f" / sum by ({metrics.LABEL_AGENT}, {metrics.LABEL_TRACK}) (rate({_RUNS}{{{_SEL}}}[{_RATE}]))",
+                    f"sum by ({names.LABEL_AGENT}, {names.LABEL_TRACK}) "
+                    f"(rate({names.BUDGET_EXHAUSTED_TOTAL}{{{_SEL}}}[{_RATE}]))"
+                    f" / sum by ({names.LABEL_AGENT}, {names.LABEL_TRACK}) (rate({_RUNS}{{{_SEL}}}[{_RATE}]))",
                     legend="{{agent}}/{{track}}",
                 ),
                 unit="percentunit",
@@ -153,8 +153,8 @@ def build() -> Dashboard:
                 "Cost per hour",
                 "LLM spend rate per agent and track, in USD per hour.",
                 promql(
-                    f"sum by ({metrics.LABEL_AGENT}, {metrics.LABEL_TRACK}) "
-                    f"(rate({metrics.COST_USD_TOTAL}{{{_SEL}}}[{_RATE}])) * 3600",
+                    f"sum by ({names.LABEL_AGENT}, {names.LABEL_TRACK}) "
+                    f"(rate({names.COST_USD_TOTAL}{{{_SEL}}}[{_RATE}])) * 3600",
                     legend="{{agent}}/{{track}}",
                 ),
                 unit="currencyUSD",
@@ -165,15 +165,15 @@ def build() -> Dashboard:
                 "Cost per run",
                 "Mean and 95th percentile cost of a finished run.",
                 promql(
-                    f"sum by ({metrics.LABEL_AGENT}, {metrics.LABEL_TRACK}) "
-                    f"(rate({metrics.RUN_COST_USD}_sum{{{_SEL}}}[{_RATE}]))"
-                    f" / sum by ({metrics.LABEL_AGENT}, {metrics.LABEL_TRACK}) "
-                    f"(rate({metrics.RUN_COST_USD}_count{{{_SEL}}}[{_RATE}]))",
+                    f"sum by ({names.LABEL_AGENT}, {names.LABEL_TRACK}) "
+                    f"(rate({names.RUN_COST_USD}_sum{{{_SEL}}}[{_RATE}]))"
+                    f" / sum by ({names.LABEL_AGENT}, {names.LABEL_TRACK}) "
+                    f"(rate({names.RUN_COST_USD}_count{{{_SEL}}}[{_RATE}]))",
                     legend="{{agent}}/{{track}} mean",
                 ),
                 promql(
-                    f"histogram_quantile(0.95, sum by ({metrics.LABEL_AGENT}, {metrics.LABEL_TRACK}, le) "
-                    f"(rate({metrics.RUN_COST_USD}_bucket{{{_SEL}}}[{_RATE}])))",
+                    f"histogram_quantile(0.95, sum by ({names.LABEL_AGENT}, {names.LABEL_TRACK}, le) "
+                    f"(rate({names.RUN_COST_USD}_bucket{{{_SEL}}}[{_RATE}])))",
                     legend="{{agent}}/{{track}} p95",
                     ref_id="B",
                 ),
@@ -185,8 +185,8 @@ def build() -> Dashboard:
                 "LLM tokens/s by model",
                 "Token throughput per model and direction (input, output).",
                 promql(
-                    f"sum by ({metrics.LABEL_MODEL}, {metrics.LABEL_DIRECTION}) "
-                    f"(rate({metrics.LLM_TOKENS_TOTAL}{{{_SEL}}}[{_RATE}]))",
+                    f"sum by ({names.LABEL_MODEL}, {names.LABEL_DIRECTION}) "
+                    f"(rate({names.LLM_TOKENS_TOTAL}{{{_SEL}}}[{_RATE}]))",
                     legend="{{model}} {{direction}}",
                 ),
                 width=24,
@@ -197,7 +197,7 @@ def build() -> Dashboard:
             graph(
                 "Steps per run (p50, p95)",
                 "Loop iterations a run took, from the agentwatch_run_steps histogram.",
-                *_quantiles(metrics.RUN_STEPS),
+                *_quantiles(names.RUN_STEPS),
                 width=8,
             )
         )
@@ -205,7 +205,7 @@ def build() -> Dashboard:
             graph(
                 "Tool calls per run (p50, p95)",
                 "Tool calls a run made, from the agentwatch_run_tool_calls histogram.",
-                *_quantiles(metrics.RUN_TOOL_CALLS),
+                *_quantiles(names.RUN_TOOL_CALLS),
                 width=8,
             )
         )
@@ -213,7 +213,7 @@ def build() -> Dashboard:
             graph(
                 "Run duration (p50, p95)",
                 "Wall time of a run, from the agentwatch_run_duration_seconds histogram.",
-                *_quantiles(metrics.RUN_DURATION_SECONDS),
+                *_quantiles(names.RUN_DURATION_SECONDS),
                 unit="s",
                 width=8,
             )
@@ -224,7 +224,7 @@ def build() -> Dashboard:
                 "Tool calls/s by disposition",
                 "What the tool gateway decided: allowed, denied, approved, rejected, killed, deduplicated, replayed.",
                 promql(
-                    f"sum by ({metrics.LABEL_DISPOSITION}) (rate({_TOOLS}{{{_SEL}}}[{_RATE}]))",
+                    f"sum by ({names.LABEL_DISPOSITION}) (rate({_TOOLS}{{{_SEL}}}[{_RATE}]))",
                     legend="{{disposition}}",
                 ),
                 unit="reqps",
@@ -236,7 +236,7 @@ def build() -> Dashboard:
                 "Denials and rejected approvals/s",
                 "Tool calls the policy denied or a person refused, per agent. A spike can mean prompt injection.",
                 promql(
-                    f"sum by ({metrics.LABEL_AGENT}, {metrics.LABEL_DISPOSITION}) "
+                    f"sum by ({names.LABEL_AGENT}, {names.LABEL_DISPOSITION}) "
                     f'(rate({_TOOLS}{{{_SEL}, disposition=~"{denied}|{rejected}"}}[{_RATE}]))',
                     legend="{{agent}} {{disposition}}",
                 ),
@@ -248,7 +248,7 @@ def build() -> Dashboard:
                 "Denied tools",
                 "Tool calls denied by policy in the selected time range, per agent and tool.",
                 promql(
-                    f"sort_desc(round(sum by ({metrics.LABEL_AGENT}, {metrics.LABEL_TOOL}) "
+                    f"sort_desc(round(sum by ({names.LABEL_AGENT}, {names.LABEL_TOOL}) "
                     f'(increase({_TOOLS}{{{_SEL}, disposition="{denied}"}}[$__range]))))',
                     table=True,
                 ),
@@ -261,12 +261,11 @@ def build() -> Dashboard:
                 "Kill-switch events",
                 "Runs stopped and tool calls blocked by an engaged kill switch, per agent.",
                 promql(
-                    f"sum by ({metrics.LABEL_AGENT}) "
-                    f'(increase({_RUNS}{{{_SEL}, stop_reason="{kill_switch}"}}[{_RATE}]))',
+                    f'sum by ({names.LABEL_AGENT}) (increase({_RUNS}{{{_SEL}, stop_reason="{kill_switch}"}}[{_RATE}]))',
                     legend="{{agent}} runs stopped",
                 ),
                 promql(
-                    f'sum by ({metrics.LABEL_AGENT}) (increase({_TOOLS}{{{_SEL}, disposition="{killed}"}}[{_RATE}]))',
+                    f'sum by ({names.LABEL_AGENT}) (increase({_TOOLS}{{{_SEL}, disposition="{killed}"}}[{_RATE}]))',
                     legend="{{agent}} tool calls blocked",
                     ref_id="B",
                 ),

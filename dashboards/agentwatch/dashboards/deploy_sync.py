@@ -4,50 +4,87 @@ Kustomize refuses files outside ``deploy/kubernetes/``, so the manifests carry c
 settings file (``deploy/collector/agentwatch.yaml``) in a ConfigMap, the ClickHouse server settings
 (``deploy/clickhouse/``) in the ClickHouseInstallation, the rule groups of ``alerts/*.yaml`` in a
 PrometheusRule, and Grafana's provisioning and dashboards (``deploy/grafana/``) in ConfigMaps. This
-module rewrites those copies from their sources; ``tests/test_deploy.py`` fails while any is stale.
+module rewrites those copies from their sources: it is the last step of ``agentwatch generate``,
+after the dashboards and the rules it embeds.
 
-    .venv/bin/python tests/_deploy_sync.py           # rewrite the stale manifests
-    .venv/bin/python tests/_deploy_sync.py --check   # list them, exit 1 if any
-
-Embedded files are YAML literal blocks (``key: |``) replaced in place, so the hand-written rest of a
-manifest, comments included, is left alone. The PrometheusRule and the Grafana ConfigMaps
-(``deploy/kubernetes/grafana.yaml``) are generated whole.
+Everything works on one checkout, named by a ``DeployLayout(root)``: the command runs from a
+source checkout, never from an installed package. Embedded files are YAML literal blocks
+(``key: |``) replaced in place, so the hand-written rest of a manifest, comments included, is left
+alone. The PrometheusRule and the Grafana ConfigMaps (``deploy/kubernetes/grafana.yaml``) are
+generated whole.
 """
 
 from __future__ import annotations
 
-import argparse
 import re
-import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import yaml
-
-ROOT = Path(__file__).resolve().parents[1]
-DEPLOY = ROOT / "deploy"
-K8S = DEPLOY / "kubernetes"
-ALERTS = ROOT / "alerts"
-GRAFANA = DEPLOY / "grafana"
-
-COLLECTOR_CONFIG = DEPLOY / "collector" / "agentwatch.yaml"
-CLICKHOUSE_FILES = {
-    "config.d/agentwatch-small-host.xml": DEPLOY / "clickhouse" / "config.d" / "agentwatch-small-host.xml",
-    "users.d/agentwatch-limits.xml": DEPLOY / "clickhouse" / "users.d" / "agentwatch-limits.xml",
-}
-PROMETHEUS_RULE = K8S / "prometheus-rule.yaml"
-GRAFANA_MANIFEST = K8S / "grafana.yaml"
-GRAFANA_DATASOURCES = GRAFANA / "provisioning" / "datasources" / "agentwatch.yaml"
-GRAFANA_PROVIDER = GRAFANA / "provisioning" / "dashboards" / "agentwatch.yaml"
-GRAFANA_DASHBOARDS = GRAFANA / "dashboards"
 
 # Where Grafana reaches the two datasources inside a cluster: the Service the Prometheus Operator
 # creates for every Prometheus (kube-prometheus-stack installs into "monitoring"), and the
 # ClickHouseInstallation's Service (clickhouse-installation.yaml).
-K8S_PROMETHEUS_URL = "http://prometheus-operated.monitoring.svc:9090"
-K8S_CLICKHOUSE_HOST = "clickhouse-agentwatch.agentwatch.svc"
+K8S_PROMETHEUS_URL: Final = "http://prometheus-operated.monitoring.svc:9090"
+K8S_CLICKHOUSE_HOST: Final = "clickhouse-agentwatch.agentwatch.svc"
+
+
+@dataclass(frozen=True)
+class DeployLayout:
+    """The files the sync reads and writes, under the root of one checkout."""
+
+    root: Path
+
+    @property
+    def deploy(self) -> Path:
+        return self.root / "deploy"
+
+    @property
+    def kubernetes(self) -> Path:
+        return self.deploy / "kubernetes"
+
+    @property
+    def alerts(self) -> Path:
+        return self.root / "alerts"
+
+    @property
+    def collector_config(self) -> Path:
+        return self.deploy / "collector" / "agentwatch.yaml"
+
+    @property
+    def clickhouse_files(self) -> dict[str, Path]:
+        """Key in the ClickHouseInstallation's ``files`` -> the file it copies."""
+        clickhouse = self.deploy / "clickhouse"
+        return {
+            "config.d/agentwatch-small-host.xml": clickhouse / "config.d" / "agentwatch-small-host.xml",
+            "users.d/agentwatch-limits.xml": clickhouse / "users.d" / "agentwatch-limits.xml",
+        }
+
+    @property
+    def prometheus_rule(self) -> Path:
+        return self.kubernetes / "prometheus-rule.yaml"
+
+    @property
+    def grafana_manifest(self) -> Path:
+        return self.kubernetes / "grafana.yaml"
+
+    @property
+    def grafana_datasources(self) -> Path:
+        return self.deploy / "grafana" / "provisioning" / "datasources" / "agentwatch.yaml"
+
+    @property
+    def grafana_provider(self) -> Path:
+        return self.deploy / "grafana" / "provisioning" / "dashboards" / "agentwatch.yaml"
+
+    @property
+    def grafana_dashboards(self) -> Path:
+        return self.deploy / "grafana" / "dashboards"
+
+    def relative(self, path: Path) -> str:
+        """``path`` as the repository names it (``deploy/kubernetes/grafana.yaml``)."""
+        return path.relative_to(self.root).as_posix()
 
 
 class SyncError(ValueError):
@@ -96,21 +133,22 @@ def dump_yaml(data: Any) -> str:
     return yaml.dump(data, Dumper=_BlockDumper, sort_keys=False, allow_unicode=True, width=1000)
 
 
-def alert_rule_files() -> list[Path]:
+def alert_rule_files(layout: DeployLayout) -> list[Path]:
     """The rule files Prometheus loads (top-level ``alerts/*.yaml``; ``alerts/tests/`` holds unit tests)."""
-    return sorted(ALERTS.glob("*.yaml"))
+    return sorted(layout.alerts.glob("*.yaml"))
 
 
-def alert_groups() -> list[Any]:
+def alert_groups(layout: DeployLayout) -> list[Any]:
+    """Every rule group of ``alerts/*.yaml``, in file order."""
     groups: list[Any] = []
-    for path in alert_rule_files():
+    for path in alert_rule_files(layout):
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         groups.extend(data.get("groups") or [])
     return groups
 
 
-def render_prometheus_rule() -> str:
-    sources = ", ".join(str(path.relative_to(ROOT)) for path in alert_rule_files()) or "alerts/*.yaml"
+def render_prometheus_rule(layout: DeployLayout) -> str:
+    sources = ", ".join(layout.relative(path) for path in alert_rule_files(layout)) or "alerts/*.yaml"
     manifest = {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "PrometheusRule",
@@ -122,20 +160,20 @@ def render_prometheus_rule() -> str:
                 "release": "kube-prometheus-stack",
             },
         },
-        "spec": {"groups": alert_groups()},
+        "spec": {"groups": alert_groups(layout)},
     }
     header = (
-        f"# Generated from {sources} by tests/_deploy_sync.py: edit the rules there (or their generator),\n"
-        "# then run `.venv/bin/python tests/_deploy_sync.py`. tests/test_deploy.py checks the groups match.\n"
+        f"# Generated from {sources} by `agentwatch generate`: edit the rules' generator\n"
+        "# (alerts/agentwatch/alerts/), then run `agentwatch generate`. tests/test_deploy.py checks the groups match.\n"
         "# `release: kube-prometheus-stack` matches that chart's default ruleSelector; change it to what\n"
         "# your Prometheus resource selects.\n"
     )
     return header + dump_yaml(manifest)
 
 
-def kubernetes_datasources() -> dict[str, Any]:
+def kubernetes_datasources(layout: DeployLayout) -> dict[str, Any]:
     """The compose stack's datasource provisioning with in-cluster addresses (same uids, same users)."""
-    provisioning = yaml.safe_load(GRAFANA_DATASOURCES.read_text(encoding="utf-8"))
+    provisioning = yaml.safe_load(layout.grafana_datasources.read_text(encoding="utf-8"))
     for datasource in provisioning["datasources"]:
         # a cluster's Grafana has its own default datasource already, and refuses two
         datasource["isDefault"] = False
@@ -144,7 +182,10 @@ def kubernetes_datasources() -> dict[str, Any]:
         elif datasource["type"] == "grafana-clickhouse-datasource":
             datasource["jsonData"]["host"] = K8S_CLICKHOUSE_HOST
         else:
-            raise SyncError(f"{GRAFANA_DATASOURCES}: no in-cluster address known for a {datasource['type']} datasource")
+            raise SyncError(
+                f"{layout.relative(layout.grafana_datasources)}: no in-cluster address known for a "
+                f"{datasource['type']} datasource"
+            )
     return dict(provisioning)
 
 
@@ -157,10 +198,10 @@ def _config_map(
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": data}
 
 
-def render_grafana() -> str:
+def render_grafana(layout: DeployLayout) -> str:
     sources = "deploy/grafana/provisioning and deploy/grafana/dashboards"
     header = (
-        f"# Generated from {sources} by tests/_deploy_sync.py (run it after changing them).\n"
+        f"# Generated from {sources} by `agentwatch generate` (run it after changing them).\n"
         "# Grafana's provisioning for an in-cluster Grafana. With kube-prometheus-stack's Grafana, the\n"
         "# sidecars pick up the datasources (label grafana_datasource) and the dashboards (label\n"
         "# grafana_dashboard) once they search every namespace; Grafana needs CLICKHOUSE_GRAFANA_PASSWORD\n"
@@ -171,17 +212,17 @@ def render_grafana() -> str:
     documents = [
         _config_map(
             "agentwatch-grafana-datasources",
-            {"agentwatch.yaml": dump_yaml(kubernetes_datasources())},
+            {"agentwatch.yaml": dump_yaml(kubernetes_datasources(layout))},
             labels={"app.kubernetes.io/component": "grafana", "grafana_datasource": "1"},
         ),
         _config_map(
             "agentwatch-grafana-dashboard-provider",
-            {"agentwatch.yaml": GRAFANA_PROVIDER.read_text(encoding="utf-8")},
+            {"agentwatch.yaml": layout.grafana_provider.read_text(encoding="utf-8")},
             labels={"app.kubernetes.io/component": "grafana"},
         ),
     ]
     # one ConfigMap per dashboard: each stays far below the 256 KiB a client-side apply can annotate
-    for path in sorted(GRAFANA_DASHBOARDS.glob("*.json")):
+    for path in sorted(layout.grafana_dashboards.glob("*.json")):
         documents.append(
             _config_map(
                 f"agentwatch-dashboard-{path.stem}",
@@ -208,39 +249,49 @@ class Derived:
         return not self.path.exists() or self.path.read_text(encoding="utf-8") != self.expected()
 
 
-def _embed(path: Path, blocks: dict[str, Path]) -> Derived:
+def _embed(layout: DeployLayout, path: Path, blocks: Mapping[str, Path]) -> Derived:
     def render(current: str) -> str:
         text = current
         for key, source in blocks.items():
-            text = replace_block(text, key, source.read_text(encoding="utf-8"), where=str(path.relative_to(ROOT)))
+            text = replace_block(text, key, source.read_text(encoding="utf-8"), where=layout.relative(path))
         return text
 
     return Derived(path, render)
 
 
-def derived_manifests() -> list[Derived]:
+def derived_manifests(layout: DeployLayout) -> list[Derived]:
+    """Every manifest that embeds other files of the checkout."""
     return [
-        _embed(K8S / "collector-config.yaml", {"agentwatch.yaml": COLLECTOR_CONFIG}),
-        _embed(K8S / "clickhouse-installation.yaml", CLICKHOUSE_FILES),
-        Derived(PROMETHEUS_RULE, lambda _current: render_prometheus_rule()),
-        Derived(GRAFANA_MANIFEST, lambda _current: render_grafana()),
+        _embed(layout, layout.kubernetes / "collector-config.yaml", {"agentwatch.yaml": layout.collector_config}),
+        _embed(layout, layout.kubernetes / "clickhouse-installation.yaml", layout.clickhouse_files),
+        Derived(layout.prometheus_rule, lambda _current: render_prometheus_rule(layout)),
+        Derived(layout.grafana_manifest, lambda _current: render_grafana(layout)),
     ]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Refresh the files the Kubernetes manifests embed.")
-    parser.add_argument("--check", action="store_true", help="only list stale manifests; exit 1 if any")
-    args = parser.parse_args(argv)
-    stale = [manifest for manifest in derived_manifests() if manifest.stale()]
-    for manifest in stale:
-        name = manifest.path.relative_to(ROOT)
-        if args.check:
-            print(f"stale: {name}")
-        else:
+def sync(layout: DeployLayout) -> list[Path]:
+    """Rewrite the stale manifests of the checkout; returns the paths rewritten."""
+    written = []
+    for manifest in derived_manifests(layout):
+        if manifest.stale():
             manifest.path.write_text(manifest.expected(), encoding="utf-8")
-            print(f"updated: {name}")
-    return 1 if args.check and stale else 0
+            written.append(manifest.path)
+    return written
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+__all__ = [
+    "K8S_CLICKHOUSE_HOST",
+    "K8S_PROMETHEUS_URL",
+    "DeployLayout",
+    "Derived",
+    "SyncError",
+    "alert_groups",
+    "alert_rule_files",
+    "derived_manifests",
+    "dump_yaml",
+    "kubernetes_datasources",
+    "render_grafana",
+    "render_prometheus_rule",
+    "replace_block",
+    "sync",
+]
