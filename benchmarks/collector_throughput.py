@@ -304,7 +304,7 @@ def bootstrap(self):
     finally:
         profile.disable()
 threading.Thread._bootstrap_inner = bootstrap
-from agentwatch.collectors.cli import main
+from agentwatch.collectors.cli.main import main
 try:
     code = main(sys.argv[2:])
 finally:
@@ -425,7 +425,7 @@ print(json.dumps({"rows": int(rows), "distinct": int(distinct), "runs": int(runs
 _INSERT_SCRIPT = """
 import json, sys, time
 from pathlib import Path
-from agentwatch.collectors.store import ClickHouseStore
+from agentwatch.collectors.store.clickhouse import ClickHouseStore
 store = ClickHouseStore.open("chdb://" + sys.argv[1])
 store.ensure_schema()
 seconds = spans = 0
@@ -687,8 +687,8 @@ def measure_decode(bodies: list[tuple[bytes, int]]) -> tuple[dict[str, Any], lis
 
     Returns the rate and the encoded payloads.
     """
-    from agentwatch.collectors.otlp import Limits, convert, parse_protobuf
-    from agentwatch.collectors.settings import CollectorSettings
+    from agentwatch.collectors.config.settings import CollectorSettings
+    from agentwatch.collectors.ingest.otlp import Limits, convert, parse_protobuf
     from agentwatch.instrumentation.redaction import Redactor
 
     settings = CollectorSettings()
@@ -724,11 +724,11 @@ def measure_decode(bodies: list[tuple[bytes, int]]) -> tuple[dict[str, Any], lis
 
 def measure_pipeline(bodies: list[tuple[bytes, int]], workdir: Path, *, compress: bool) -> dict[str, Any]:
     """``Pipeline.export`` (auth, decompress, decode, digest, fsynced spool append, metrics), one thread."""
-    from agentwatch.collectors.auth import Authenticator
+    from agentwatch.collectors.config.auth import Authenticator
+    from agentwatch.collectors.config.settings import CollectorSettings
+    from agentwatch.collectors.ingest.pipeline import Pipeline
     from agentwatch.collectors.metrics import CollectorMetrics
-    from agentwatch.collectors.pipeline import Pipeline
-    from agentwatch.collectors.settings import CollectorSettings
-    from agentwatch.collectors.spool import Spool
+    from agentwatch.collectors.store.spool import Spool
     from agentwatch.instrumentation.redaction import Redactor
 
     settings = CollectorSettings(spool=str(workdir / "pipeline-spool"), spool_max_bytes=1 << 40).validate()

@@ -58,14 +58,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
-from agentwatch.collectors.schema import (
+from agentwatch.collectors.store.clickhouse import ClickHouseStore
+from agentwatch.collectors.store.schema import (
     RUNS_TABLE,
     TOOL_CALLS_TABLE,
     TRACE_ID_TS_TABLE,
     TRACES_TABLE,
     quote_literal,
 )
-from agentwatch.collectors.store import ClickHouseStore
 from agentwatch.dashboards.macros import ALL_VALUE, VariableValue, expand_sql
 from agentwatch.instrumentation import semconv
 

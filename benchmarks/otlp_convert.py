@@ -41,7 +41,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
-from agentwatch.collectors import otlp
+from agentwatch.collectors.ingest import otlp
 from agentwatch.instrumentation import RunAttributesSpanProcessor, semconv
 from agentwatch.instrumentation.redaction import Redactor
 

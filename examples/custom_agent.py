@@ -36,7 +36,7 @@ from agentwatch.instrumentation import (
 )
 
 if TYPE_CHECKING:
-    from agentwatch.collectors.replay import ReplayRequest
+    from agentwatch.collectors.replay.runner import ReplayRequest
 
 CONFIG_PATH = Path(__file__).with_name("agentwatch.yaml")
 AGENT = "support"

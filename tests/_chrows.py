@@ -14,8 +14,8 @@ import uuid
 from collections.abc import Iterable, Mapping
 from typing import Final
 
-from agentwatch.collectors.schema import RUNS_TABLE, TOOL_CALLS_TABLE, TRACE_ID_TS_TABLE, TRACES_TABLE
-from agentwatch.collectors.store import ClickHouseStore
+from agentwatch.collectors.store.clickhouse import ClickHouseStore
+from agentwatch.collectors.store.schema import RUNS_TABLE, TOOL_CALLS_TABLE, TRACE_ID_TS_TABLE, TRACES_TABLE
 from agentwatch.instrumentation import semconv
 
 ALL_TABLES: Final = (TRACES_TABLE, TRACE_ID_TS_TABLE, RUNS_TABLE, TOOL_CALLS_TABLE)

@@ -30,7 +30,7 @@ from collections.abc import Iterator
 import pytest
 from _chrows import engine_url
 
-from agentwatch.collectors.store import ClickHouseStore
+from agentwatch.collectors.store.clickhouse import ClickHouseStore
 
 
 @pytest.fixture(scope="session")

@@ -60,7 +60,7 @@ class CollectorProcess:
         args = [
             sys.executable,
             "-m",
-            "agentwatch.collectors.cli",
+            "agentwatch.collectors.cli.main",
             "collector",
             "--clickhouse",
             clickhouse,

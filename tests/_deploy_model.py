@@ -4,7 +4,7 @@ No Docker daemon or cluster runs here, so ``tests/test_deploy.py`` checks the fi
 parsing is deliberately close to the real tools' rules where they matter for the checks: compose's
 ``${VAR:-default}`` interpolation, Kubernetes' ``$(VAR)`` expansion of earlier env entries and
 ``secretKeyRef`` lookups, the Dockerfile's ``ENV``/``EXPOSE``/``COPY`` instructions, and the
-collector's own settings resolver (``agentwatch.collectors.settings``) and argument parser for what
+collector's own settings resolver (``agentwatch.collectors.config.settings``) and argument parser for what
 the collector container will actually run with.
 """
 
@@ -21,8 +21,8 @@ from typing import Any
 
 import yaml
 
-from agentwatch.collectors.cli import build_parser
-from agentwatch.collectors.settings import ENV_PREFIX, SETTING_TYPES, CollectorSettings, resolve
+from agentwatch.collectors.cli.main import build_parser
+from agentwatch.collectors.config.settings import ENV_PREFIX, SETTING_TYPES, CollectorSettings, resolve
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"

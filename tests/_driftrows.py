@@ -21,9 +21,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from agentwatch.collectors._examples import load_example
-from agentwatch.collectors.otlp import encode_rows
-from agentwatch.collectors.schema import RUNS_TABLE, TRACES_TABLE
-from agentwatch.collectors.store import ClickHouseStore
+from agentwatch.collectors.ingest.otlp import encode_rows
+from agentwatch.collectors.store.clickhouse import ClickHouseStore
+from agentwatch.collectors.store.schema import RUNS_TABLE, TRACES_TABLE
 
 DAY_NS = 86_400 * 1_000_000_000
 

@@ -26,9 +26,9 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcess
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from agentwatch.collectors._examples import load_example
-from agentwatch.collectors.service import CollectorService
-from agentwatch.collectors.settings import CollectorSettings
-from agentwatch.collectors.store import ClickHouseStore
+from agentwatch.collectors.config.settings import CollectorSettings
+from agentwatch.collectors.service.collector import CollectorService
+from agentwatch.collectors.store.clickhouse import ClickHouseStore
 from agentwatch.instrumentation import RunAttributesSpanProcessor
 
 PROTOBUF = "application/x-protobuf"

@@ -18,8 +18,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from agentwatch.collectors._examples import load_example
-from agentwatch.collectors.schema import TRACES_TABLE
-from agentwatch.collectors.store import ClickHouseStore
+from agentwatch.collectors.store.clickhouse import ClickHouseStore
+from agentwatch.collectors.store.schema import TRACES_TABLE
 from agentwatch.instrumentation import semconv
 
 Row = dict[str, object]
@@ -53,7 +53,7 @@ class Fleet:
         return found[0]
 
     def load(self, store: ClickHouseStore) -> None:
-        from agentwatch.collectors.otlp import encode_rows
+        from agentwatch.collectors.ingest.otlp import encode_rows
 
         store.insert_json_rows(TRACES_TABLE, encode_rows(self.rows), dedup_token=new_token())
 
@@ -77,7 +77,7 @@ def to_rows(spans: Sequence[ReadableSpan]) -> list[Row]:
     """Spans → contract rows through the collector's OTLP decoder (protobuf on the wire, as in production)."""
     from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 
-    from agentwatch.collectors.otlp import Limits, convert, parse_protobuf
+    from agentwatch.collectors.ingest.otlp import Limits, convert, parse_protobuf
 
     request = parse_protobuf(encode_spans(spans).SerializeToString())
     result = convert(request, tenant=None, limits=Limits(), redactor=None)

@@ -18,8 +18,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from agentwatch.collectors._examples import load_example
-from agentwatch.collectors.schema import TRACES_TABLE
-from agentwatch.collectors.store import ClickHouseStore
+from agentwatch.collectors.store.clickhouse import ClickHouseStore
+from agentwatch.collectors.store.schema import TRACES_TABLE
 from agentwatch.instrumentation import InstrumentationSettings, load_config, semconv
 from agentwatch.instrumentation.redaction import Redactor
 
@@ -42,7 +42,7 @@ class RecordedFleet:
         return next(reason for rid, _, reason in self.runs if rid == run_id)
 
     def load(self, store: ClickHouseStore) -> None:
-        from agentwatch.collectors.otlp import encode_rows
+        from agentwatch.collectors.ingest.otlp import encode_rows
 
         store.insert_json_rows(TRACES_TABLE, encode_rows(list(self.rows)), dedup_token=new_token())
 
@@ -56,7 +56,7 @@ def to_rows(spans: Sequence[ReadableSpan]) -> list[Row]:
     """Spans → stored rows as the collector makes them: protobuf on the wire, then its decoder and redactor."""
     from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 
-    from agentwatch.collectors.otlp import Limits, convert, parse_protobuf
+    from agentwatch.collectors.ingest.otlp import Limits, convert, parse_protobuf
 
     request = parse_protobuf(encode_spans(spans).SerializeToString())
     result = convert(request, tenant=None, limits=Limits(), redactor=Redactor())

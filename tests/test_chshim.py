@@ -32,7 +32,7 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 from clickhouse_connect.driver.summary import QuerySummary
 
-from agentwatch.collectors.store import ClickHouseStore, StoreRejected, StoreUnavailable
+from agentwatch.collectors.store.clickhouse import ClickHouseStore, StoreRejected, StoreUnavailable
 
 USER = "aw"
 PASSWORD = "s3cret:p@ss"

@@ -17,11 +17,11 @@ from _chrows import engine_url
 from _readdata import fleet
 from starlette.applications import Starlette
 
-from agentwatch.collectors import cli_read
-from agentwatch.collectors.auth import Authenticator
-from agentwatch.collectors.cli_read import add_read_commands
-from agentwatch.collectors.readapi import read_routes
-from agentwatch.collectors.store import ClickHouseStore
+from agentwatch.collectors.cli import read as cli_read
+from agentwatch.collectors.cli.read import add_read_commands
+from agentwatch.collectors.config.auth import Authenticator
+from agentwatch.collectors.service.read_api import read_routes
+from agentwatch.collectors.store.clickhouse import ClickHouseStore
 
 pytest_plugins = ["_chstore"]
 

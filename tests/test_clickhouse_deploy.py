@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from agentwatch.collectors.store import ClickHouseStore
+from agentwatch.collectors.store.clickhouse import ClickHouseStore
 
 pytest_plugins = ["_chstore"]
 

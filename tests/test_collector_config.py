@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 from _collector_proc import CollectorProcess, free_port, query_embedded
 
-from agentwatch.collectors.auth import Authenticator, AuthError, Scope
-from agentwatch.collectors.schema import (
+from agentwatch.collectors.config.auth import Authenticator, AuthError, Scope
+from agentwatch.collectors.config.settings import CollectorSettings, SettingsError, resolve
+from agentwatch.collectors.store.schema import (
     MIGRATIONS_TABLE,
     RUNS_TABLE,
     RUNS_VIEW,
@@ -26,7 +27,6 @@ from agentwatch.collectors.schema import (
     TRACE_ID_TS_VIEW,
     TRACES_TABLE,
 )
-from agentwatch.collectors.settings import CollectorSettings, SettingsError, resolve
 
 TABLES = (TRACES_TABLE, TRACE_ID_TS_TABLE, RUNS_TABLE, TOOL_CALLS_TABLE)
 VIEWS = (TRACE_ID_TS_VIEW, RUNS_VIEW, TOOL_CALLS_VIEW)
@@ -182,7 +182,7 @@ def test_bad_tokens_files_are_clear_errors(tmp_path: Path, text: str, named: str
 
 def agentwatch(*args: str, cwd: Path, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "agentwatch.collectors.cli", *args],
+        [sys.executable, "-m", "agentwatch.collectors.cli.main", *args],
         cwd=cwd,
         capture_output=True,
         text=True,

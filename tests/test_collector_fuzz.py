@@ -31,7 +31,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, Instr
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
-from agentwatch.collectors.schema import TRACES_TABLE
+from agentwatch.collectors.store.schema import TRACES_TABLE
 
 MiB = 1 << 20
 MAX_BODY_BYTES = 256 << 10

@@ -37,8 +37,8 @@ from _otlp_clients import (
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agentwatch.collectors.schema import TRACES_TABLE
-from agentwatch.collectors.store import ClickHouseStore
+from agentwatch.collectors.store.clickhouse import ClickHouseStore
+from agentwatch.collectors.store.schema import TRACES_TABLE
 
 pytest_plugins = ["_chstore"]
 

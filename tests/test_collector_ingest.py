@@ -49,8 +49,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client.parser import text_string_to_metric_families
 
 from agentwatch.collectors import metrics as m
-from agentwatch.collectors.schema import RUNS_TABLE, TOOL_CALLS_TABLE, TRACES_TABLE
-from agentwatch.collectors.store import ClickHouseStore
+from agentwatch.collectors.store.clickhouse import ClickHouseStore
+from agentwatch.collectors.store.schema import RUNS_TABLE, TOOL_CALLS_TABLE, TRACES_TABLE
 from agentwatch.instrumentation import semconv
 
 pytest_plugins = ["_chstore"]

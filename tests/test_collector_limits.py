@@ -39,7 +39,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
-from agentwatch.collectors.schema import RUNS_TABLE, TRACES_TABLE
+from agentwatch.collectors.store.schema import RUNS_TABLE, TRACES_TABLE
 from agentwatch.instrumentation import semconv
 
 pytest_plugins = ["_chstore"]

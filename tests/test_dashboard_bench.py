@@ -24,7 +24,7 @@ SPANS = 20_000
 
 READ_KEYS = """
 import json, sys
-from agentwatch.collectors.store import ClickHouseStore
+from agentwatch.collectors.store.clickhouse import ClickHouseStore
 store = ClickHouseStore.open("chdb://" + sys.argv[1])
 rows = store.query(
     "SELECT SpanAttributes['gen_ai.operation.name'] AS op, groupUniqArrayArray(mapKeys(SpanAttributes)) AS keys, "

@@ -39,7 +39,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from agentwatch.collectors import metric_names
 from agentwatch.collectors._examples import load_example
-from agentwatch.collectors.store import ClickHouseStore
+from agentwatch.collectors.store.clickhouse import ClickHouseStore
 from agentwatch.dashboards import dashboards_cli, runs
 from agentwatch.dashboards.common import COLLECTOR_JOB
 from agentwatch.dashboards.datasources import (

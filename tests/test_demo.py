@@ -16,12 +16,12 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from agentwatch.collectors._examples import load_example
-from agentwatch.collectors.summary import summarize
+from agentwatch.collectors.demo.summary import summarize
 
 
 def _demo(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "agentwatch.collectors.cli", "demo", "--runs", "80", "--parity-runs", "20", *args],
+        [sys.executable, "-m", "agentwatch.collectors.cli.main", "demo", "--runs", "80", "--parity-runs", "20", *args],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -69,7 +69,7 @@ def test_demo_stores_every_run_and_reports_the_canary(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "agentwatch.collectors.cli",
+            "agentwatch.collectors.cli.main",
             "runs",
             "--clickhouse",
             "chdb://./agentwatch-data",

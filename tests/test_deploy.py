@@ -51,9 +51,9 @@ from _deploy_model import (
     published_ports,
 )
 
-from agentwatch.collectors.auth import Authenticator
-from agentwatch.collectors.schema import SchemaOptions, render
-from agentwatch.collectors.settings import ENV_PREFIX, CollectorSettings, parse_address
+from agentwatch.collectors.config.auth import Authenticator
+from agentwatch.collectors.config.settings import ENV_PREFIX, CollectorSettings, parse_address
+from agentwatch.collectors.store.schema import SchemaOptions, render
 from agentwatch.dashboards.datasources import DASHBOARDS_MOUNT_PATH, DATASOURCE_TYPES
 from agentwatch.dashboards.deploy_sync import (
     DeployLayout,

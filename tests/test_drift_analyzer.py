@@ -18,8 +18,9 @@ from _collector_proc import free_port
 from _driftrows import DAY_NS, STABLE, WORSE, fleet_rows, load_runs, load_spans, run_row, synthetic_runs
 from scipy import stats as scipy_stats  # type: ignore[import-untyped]  # no stubs in the dev extra
 
-from agentwatch.collectors import drift_analyzer as da
-from agentwatch.collectors.drift_analyzer import (
+from agentwatch.collectors.config.settings import CollectorSettings, SettingsError, resolve
+from agentwatch.collectors.drift import analyzer as da
+from agentwatch.collectors.drift.analyzer import (
     AgentNotFound,
     DriftLoop,
     DriftOptions,
@@ -29,9 +30,8 @@ from agentwatch.collectors.drift_analyzer import (
     canary_agents,
 )
 from agentwatch.collectors.metrics import CANARY_DRIFT_EVALUE, CANARY_VERDICT, CollectorMetrics
-from agentwatch.collectors.queries import InvalidQuery
-from agentwatch.collectors.settings import CollectorSettings, SettingsError, resolve
-from agentwatch.collectors.store import ClickHouseStore
+from agentwatch.collectors.read.queries import InvalidQuery
+from agentwatch.collectors.store.clickhouse import ClickHouseStore
 
 pytest_plugins = ["_chstore"]
 

@@ -29,11 +29,11 @@ from _driftrows import STABLE, WORSE, load_runs, synthetic_runs
 from starlette.applications import Starlette
 from starlette.exceptions import StarletteDeprecationWarning
 
-from agentwatch.collectors.auth import Authenticator
-from agentwatch.collectors.cli import build_parser
-from agentwatch.collectors.cli_drift import EXIT_ERROR, EXIT_FAIL, EXIT_INCONCLUSIVE, EXIT_PASS, add_drift_command
-from agentwatch.collectors.readapi import read_routes
-from agentwatch.collectors.store import ClickHouseStore
+from agentwatch.collectors.cli.drift import EXIT_ERROR, EXIT_FAIL, EXIT_INCONCLUSIVE, EXIT_PASS, add_drift_command
+from agentwatch.collectors.cli.main import build_parser
+from agentwatch.collectors.config.auth import Authenticator
+from agentwatch.collectors.service.read_api import read_routes
+from agentwatch.collectors.store.clickhouse import ClickHouseStore
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", category=StarletteDeprecationWarning, message=r"Using `httpx`")
@@ -320,7 +320,7 @@ def test_flagger_canary_webhooks_use_the_gate(api: TestClient) -> None:
 @pytest.mark.slow
 def test_the_demo_catches_its_canary_in_the_report_and_the_gauges(tmp_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "agentwatch.collectors.cli", "demo", "--parity-runs", "0", "--json"],
+        [sys.executable, "-m", "agentwatch.collectors.cli.main", "demo", "--parity-runs", "0", "--json"],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -341,7 +341,7 @@ def test_the_demo_catches_its_canary_in_the_report_and_the_gauges(tmp_path: Path
         [
             sys.executable,
             "-m",
-            "agentwatch.collectors.cli",
+            "agentwatch.collectors.cli.main",
             "drift",
             "--agent",
             "support",

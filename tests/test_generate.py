@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from agentwatch.collectors.cli import build_parser
+from agentwatch.collectors.cli.main import build_parser
 from agentwatch.dashboards.generate import SCOPE
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agentwatch.collectors.inflate import (
+from agentwatch.collectors.ingest.inflate import (
     CHUNK_BYTES,
     BadEncoding,
     DecodeTimeout,

@@ -36,6 +36,32 @@ def _imports(path: Path) -> set[str]:
     return names
 
 
+# Which package of the collector may import which: the data path, lowest first. A package may
+# always import its own modules; module-level and function-level imports count alike.
+COLLECTOR_PACKAGES: dict[str, set[str]] = {
+    "metric_names": set(),  # the metric contract: names only, for dashboards and alerts too
+    "_examples": set(),  # finds the shipped example agents
+    "metrics": {"metric_names"},
+    "store": {"metrics"},
+    "read": {"store"},
+    "config": {"store", "read"},  # settings validate store URLs and time windows with their owners' parsers
+    "ingest": {"config", "store", "metrics"},
+    "drift": {"config", "store", "read", "metrics"},
+    "replay": {"store", "read", "_examples"},
+    "service": {"config", "ingest", "store", "read", "drift", "replay", "metrics"},
+    "demo": {"service", "config", "store", "read", "drift", "replay", "metrics", "_examples"},
+    "cli": {"service", "config", "store", "read", "drift", "replay", "metrics", "demo", "_examples"},
+}
+# What each collector package may import from the other source roots, beyond ALLOWED["collectors"].
+COLLECTOR_EXTRA_ROOTS: dict[str, tuple[str, ...]] = {
+    # replay runs agents under a replay gateway: the public instrumentation API, never its internals
+    "replay": ("agentwatch.instrumentation",),
+    "demo": ("agentwatch.instrumentation",),
+    # the main CLI registers the generators' commands (and hands the rules' writer to `generate`), lazily
+    "cli": CLI_COMMAND_MODULES,
+}
+
+
 def _public_instrumentation_name(name: str) -> bool:
     """``agentwatch.instrumentation.<name>`` with a public name (the package's API), never a ``_module``."""
     parts = name.split(".")
@@ -49,26 +75,66 @@ def _package_of(module: str) -> str | None:
     return None
 
 
+def _collector_package(path: Path) -> str:
+    """``collectors/agentwatch/collectors/ingest/otlp.py`` → ``ingest``; a top-level module is its own package."""
+    relative = path.relative_to(ROOT / "collectors" / "agentwatch" / "collectors")
+    return relative.parts[0].removesuffix(".py")
+
+
+def _extra_root_allowed(package: str, name: str) -> bool:
+    for allowed in COLLECTOR_EXTRA_ROOTS.get(package, ()):
+        if allowed == "agentwatch.instrumentation":
+            if _public_instrumentation_name(name) or name == allowed:
+                return True
+        elif name == allowed or name.startswith(f"{allowed}."):
+            return True
+    return False
+
+
 @pytest.mark.parametrize("root", SOURCE_ROOTS)
 def test_import_direction(root: str) -> None:
-    own = root
     violations = []
     for path in (ROOT / root / "agentwatch").rglob("*.py"):
+        package = _collector_package(path) if root == "collectors" else ""
         for name in _imports(path):
-            package = _package_of(name)
-            if package is None or package == own:
+            other = _package_of(name)
+            if other is None or other == root or other not in SOURCE_ROOTS:
                 continue
-            if package in SOURCE_ROOTS:
-                if root == "collectors" and path.name == "cli.py" and name.startswith(CLI_COMMAND_MODULES):
-                    # exception: the main CLI registers the dashboards and alerts commands (and hands the
-                    # rules' writer to `generate`), importing their command modules lazily
-                    continue
-                if root == "collectors" and path.name == "replay.py" and _public_instrumentation_name(name):
-                    continue  # replay runs agents under a replay gateway: it needs the public API, no internals
-                if name in ALLOWED[root] or any(name.startswith(f"{allowed}.") for allowed in ALLOWED[root]):
-                    continue
-                violations.append(f"{path.relative_to(ROOT)} imports {name}")
+            if name in ALLOWED[root] or any(name.startswith(f"{allowed}.") for allowed in ALLOWED[root]):
+                continue
+            if root == "collectors" and _extra_root_allowed(package, name):
+                continue
+            violations.append(f"{path.relative_to(ROOT)} imports {name}")
     assert not violations, "\n".join(violations)
+
+
+def test_every_collector_package_is_on_the_map() -> None:
+    base = ROOT / "collectors" / "agentwatch" / "collectors"
+    found = {p.name for p in base.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    found |= {p.stem for p in base.glob("*.py") if p.name != "__init__.py"}
+    assert found == set(COLLECTOR_PACKAGES), "add the new package to COLLECTOR_PACKAGES with what it may import"
+
+
+def test_collector_packages_import_only_what_the_map_allows() -> None:
+    violations = []
+    for path in (ROOT / "collectors" / "agentwatch" / "collectors").rglob("*.py"):
+        if path.name == "__init__.py" and path.parent.name == "collectors":
+            continue
+        package = _collector_package(path)
+        for name in _imports(path):
+            parts = name.split(".")
+            if parts[:2] != ["agentwatch", "collectors"] or len(parts) < 3:
+                continue
+            target = parts[2]
+            if target != package and target not in COLLECTOR_PACKAGES[package]:
+                violations.append(f"{path.relative_to(ROOT)} ({package}) imports {name} ({target})")
+    assert not violations, "\n".join(violations)
+
+
+def test_the_collector_map_has_no_cycle() -> None:
+    from graphlib import TopologicalSorter
+
+    TopologicalSorter(COLLECTOR_PACKAGES).prepare()  # raises CycleError on a cycle
 
 
 def test_metric_names_import_only_typing() -> None:
@@ -134,6 +200,14 @@ EXPECTED_ALL = {
         "SequentialMonitor", "Verdict", "columns_from_records", "compare", "reason_log_evalues",
         "stop_reason_log_evalue", "traffic_share_log_evalue", "worst",
     },
+    "agentwatch.collectors.cli": set(),
+    "agentwatch.collectors.config": set(),
+    "agentwatch.collectors.demo": set(),
+    "agentwatch.collectors.ingest": set(),
+    "agentwatch.collectors.read": set(),
+    "agentwatch.collectors.replay": set(),
+    "agentwatch.collectors.service": set(),
+    "agentwatch.collectors.store": set(),
     "agentwatch.dashboards": set(),
     "agentwatch.alerts": set(),
 }  # fmt: skip

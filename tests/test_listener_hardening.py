@@ -25,9 +25,9 @@ from _deploy_model import Manifests, compose_variables, interpolate, load_compos
 from _otlp_clients import Collector, http_request, running_collector
 from prometheus_client.parser import text_string_to_metric_families
 
-from agentwatch.collectors.auth import Authenticator, AuthError, Scope
-from agentwatch.collectors.service import CollectorService
-from agentwatch.collectors.settings import CollectorSettings, SettingsError, resolve
+from agentwatch.collectors.config.auth import Authenticator, AuthError, Scope
+from agentwatch.collectors.config.settings import CollectorSettings, SettingsError, resolve
+from agentwatch.collectors.service.collector import CollectorService
 
 pytest_plugins = ["_chstore"]
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from _readdata import fleet
 
-from agentwatch.collectors.store import ClickHouseStore
+from agentwatch.collectors.store.clickhouse import ClickHouseStore
 from agentwatch.dashboards.macros import (
     ALL_VALUE,
     VariableValue,

@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 
-from agentwatch.collectors.malloc import limit_arenas
+from agentwatch.collectors.service.malloc import limit_arenas
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc", reason="glibc malloc only"
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.skipif(
 _ARENAS_SCRIPT = textwrap.dedent(
     """
     import ctypes, sys, threading
-    from agentwatch.collectors.malloc import limit_arenas
+    from agentwatch.collectors.service.malloc import limit_arenas
     applied = limit_arenas() if sys.argv[1] == "limit" else False
     print(f"applied={applied}", flush=True)
     barrier = threading.Barrier(7)

@@ -31,8 +31,8 @@ from prometheus_client import REGISTRY, generate_latest
 from agentwatch.collectors import metric_names
 from agentwatch.collectors import metrics as m
 from agentwatch.collectors._examples import load_example
+from agentwatch.collectors.demo.summary import summarize
 from agentwatch.collectors.metrics import CollectorMetrics
-from agentwatch.collectors.summary import summarize
 from agentwatch.instrumentation import semconv as sc
 
 ROOT = Path(__file__).resolve().parents[1]

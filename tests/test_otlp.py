@@ -34,8 +34,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
-from agentwatch.collectors import otlp
-from agentwatch.collectors.otlp import (
+from agentwatch.collectors.ingest import otlp
+from agentwatch.collectors.ingest.otlp import (
     Converted,
     Limits,
     OtlpDecodeError,
@@ -47,7 +47,7 @@ from agentwatch.collectors.otlp import (
     parse_protobuf,
     span_count,
 )
-from agentwatch.collectors.store import ClickHouseStore
+from agentwatch.collectors.store.clickhouse import ClickHouseStore
 from agentwatch.instrumentation import semconv
 from agentwatch.instrumentation.redaction import Redactor
 

@@ -10,7 +10,7 @@ import pytest
 from _chrows import json_rows, new_span_id, new_token, now_ns, run_attributes, span_row
 from _readdata import fleet
 
-from agentwatch.collectors.queries import (
+from agentwatch.collectors.read.queries import (
     MAX_LIMIT,
     InvalidQuery,
     RunFilter,
@@ -26,7 +26,7 @@ from agentwatch.collectors.queries import (
     span_kind_of,
     stats,
 )
-from agentwatch.collectors.store import ClickHouseStore
+from agentwatch.collectors.store.clickhouse import ClickHouseStore
 from agentwatch.instrumentation import semconv
 
 pytest_plugins = ["_chstore"]
@@ -290,7 +290,7 @@ def test_trace_includes_foreign_spans_and_orphans(clickhouse_store: ClickHouseSt
 
 
 def test_build_tree_survives_cycles_and_self_parents() -> None:
-    from agentwatch.collectors.queries import TraceNode
+    from agentwatch.collectors.read.queries import TraceNode
 
     def node(span_id: str, parent: str, start: float) -> TraceNode:
         return TraceNode(span_id, parent, span_id, "other", "Internal", "svc", start, 1.0, "Unset", "", {})

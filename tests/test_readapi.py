@@ -12,9 +12,9 @@ from _readdata import fleet
 from starlette.applications import Starlette
 from starlette.exceptions import StarletteDeprecationWarning
 
-from agentwatch.collectors.auth import Authenticator
-from agentwatch.collectors.readapi import read_routes
-from agentwatch.collectors.store import ClickHouseStore
+from agentwatch.collectors.config.auth import Authenticator
+from agentwatch.collectors.service.read_api import read_routes
+from agentwatch.collectors.store.clickhouse import ClickHouseStore
 
 with warnings.catch_warnings():
     # starlette asks for the `httpx2` fork; the plain httpx installed here works the same for tests

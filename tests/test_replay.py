@@ -16,7 +16,15 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from agentwatch.collectors._examples import load_example
-from agentwatch.collectors.replay import (
+from agentwatch.collectors.replay.parity import (
+    ParityReport,
+    ParityThresholds,
+    canonical_arguments,
+    edit_distance,
+    sequence_similarity,
+)
+from agentwatch.collectors.replay.recordings import RecordedRun, RecordedToolCall, RecordingFilter, load_recordings
+from agentwatch.collectors.replay.runner import (
     ReplayRecording,
     ReplayRequest,
     TargetError,
@@ -25,15 +33,7 @@ from agentwatch.collectors.replay import (
     replay_settings,
     served_value,
 )
-from agentwatch.collectors.replay_parity import (
-    ParityReport,
-    ParityThresholds,
-    canonical_arguments,
-    edit_distance,
-    sequence_similarity,
-)
-from agentwatch.collectors.replay_recordings import RecordedRun, RecordedToolCall, RecordingFilter, load_recordings
-from agentwatch.collectors.store import ClickHouseStore
+from agentwatch.collectors.store.clickhouse import ClickHouseStore
 from agentwatch.instrumentation import AgentRun, KillSwitchEngaged, Policy, ToolDenied, ToolGateway, semconv
 
 pytest_plugins = ["_chstore"]

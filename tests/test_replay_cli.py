@@ -23,10 +23,10 @@ from starlette.applications import Starlette
 from test_cli_read import free_port
 
 from agentwatch.collectors._examples import load_example
-from agentwatch.collectors.auth import Authenticator
-from agentwatch.collectors.cli import build_parser
-from agentwatch.collectors.readapi import read_routes
-from agentwatch.collectors.store import ClickHouseStore
+from agentwatch.collectors.cli.main import build_parser
+from agentwatch.collectors.config.auth import Authenticator
+from agentwatch.collectors.service.read_api import read_routes
+from agentwatch.collectors.store.clickhouse import ClickHouseStore
 
 pytest_plugins = ["_chstore"]
 

@@ -19,9 +19,9 @@ from _chrows import (
     tool_attributes,
 )
 
-from agentwatch.collectors import schema
-from agentwatch.collectors.schema import MIGRATIONS, SchemaOptions
-from agentwatch.collectors.store import ClickHouseStore
+from agentwatch.collectors.store import schema
+from agentwatch.collectors.store.clickhouse import ClickHouseStore
+from agentwatch.collectors.store.schema import MIGRATIONS, SchemaOptions
 from agentwatch.instrumentation import semconv
 
 pytest_plugins = ["_chstore"]

@@ -30,7 +30,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
 
-from agentwatch.collectors.spool import Batch, Record, Spool, SpoolCorrupt, SpoolError, SpoolFull
+from agentwatch.collectors.store.spool import Batch, Record, Spool, SpoolCorrupt, SpoolError, SpoolFull
 
 HEADER = 28  # bytes of record framing before the digest and the payload
 
@@ -151,7 +151,7 @@ def test_inflight_batch_is_the_same_batch_after_reopen(tmp_path: Path) -> None:
 def test_inflight_batch_survives_sigkill(tmp_path: Path) -> None:
     child = f"""
         import os, signal
-        from agentwatch.collectors.spool import Spool
+        from agentwatch.collectors.store.spool import Spool
         spool = Spool({str(tmp_path)!r})
         for i in range(5):
             spool.append(b"r%d" % i, spans=1)
@@ -528,7 +528,7 @@ def test_lock_close_and_reuse(tmp_path: Path) -> None:
 
 _FSIZE_CHILD = """
     import resource, signal, sys
-    from agentwatch.collectors.spool import Spool, SpoolError
+    from agentwatch.collectors.store.spool import Spool, SpoolError
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # get EFBIG from write() instead of dying
     spool = Spool(sys.argv[1], segment_bytes=1 << 20)
     resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))
@@ -565,7 +565,7 @@ def test_a_failed_write_is_never_acknowledged_nor_left_half_written(
 
 _CRASH_CHILD = """
     import base64, hashlib, json, os, random, sys, threading, time
-    from agentwatch.collectors.spool import Spool
+    from agentwatch.collectors.store.spool import Spool
     directory, prefix, sink, retries = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
     spool = Spool(directory, segment_bytes=8192, digest_memory=1 << 20)
     out = threading.Lock()

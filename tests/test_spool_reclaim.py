@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from agentwatch.collectors import spool as spool_module
-from agentwatch.collectors.spool import Batch, Spool, SpoolError
+from agentwatch.collectors.store import spool as spool_module
+from agentwatch.collectors.store.spool import Batch, Spool, SpoolError
 
 HEADER = 28  # bytes of record framing before the digest and the payload
 DISK = 2 << 20

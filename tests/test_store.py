@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 from _chrows import count, counts, engine_url, json_rows, new_token, run_attributes, span_row
 
-from agentwatch.collectors.schema import SchemaOptions
-from agentwatch.collectors.store import (
+from agentwatch.collectors.store.clickhouse import (
     ClickHouseStore,
     StoreError,
     StoreRejected,
@@ -23,6 +22,7 @@ from agentwatch.collectors.store import (
     parse_url,
     redacted_url,
 )
+from agentwatch.collectors.store.schema import SchemaOptions
 
 pytest_plugins = ["_chstore"]
 
@@ -196,7 +196,7 @@ def test_a_second_chdb_path_in_one_process_is_a_clear_error(
 
 _CHILD = """
 import os, sys
-from agentwatch.collectors.store import ClickHouseStore, StoreError
+from agentwatch.collectors.store.clickhouse import ClickHouseStore, StoreError
 first = ClickHouseStore.open("chdb://./nested/data")
 assert os.path.isdir("nested/data"), "directory not created"
 assert first.ensure_schema() == [1, 2, 3]

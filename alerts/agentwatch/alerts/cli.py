@@ -1,6 +1,6 @@
 """``agentwatch alerts [--out DIR] [--check] [--budget-slo X]``: write the rule files and the runbook, or check them.
 
-The main CLI (``agentwatch.collectors.cli``) registers this command and hands ``write_committed``
+The main CLI (``agentwatch.collectors.cli.main``) registers this command and hands ``write_committed``
 to ``agentwatch generate``. Only the options are imported up front; the rules are built when a
 command runs.
 """

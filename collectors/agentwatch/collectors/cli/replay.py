@@ -2,7 +2,7 @@
 
 Recorded runs come from a running collector's read API (``--collector URL``) or a store opened here
 (``--clickhouse URL``), chosen as for ``agentwatch runs``; they are selected by id or by the same
-filters. ``--target module:factory`` names the runtime to replay on (see ``agentwatch.collectors.replay``).
+filters. ``--target module:factory`` names the runtime to replay on (see ``agentwatch.collectors.replay.runner``).
 Progress goes to stderr (when it is a terminal, or with ``--progress``); the report is a table, or
 JSON with ``--json``.
 
@@ -18,16 +18,16 @@ import json
 import sys
 from typing import IO, Final
 
-from agentwatch.collectors.cli_read import (
+from agentwatch.collectors.cli.read import (
     CollectorSource,
     ReadError,
     StoreSource,
     add_source_flags,
     choose_source,
 )
-from agentwatch.collectors.queries import InvalidQuery
-from agentwatch.collectors.replay_parity import ParityReport, ParityThresholds, RunParity
-from agentwatch.collectors.replay_recordings import RecordedRun, RecordingFilter, filter_params
+from agentwatch.collectors.read.queries import InvalidQuery
+from agentwatch.collectors.replay.parity import ParityReport, ParityThresholds, RunParity
+from agentwatch.collectors.replay.recordings import RecordedRun, RecordingFilter, filter_params
 
 EXIT_PARITY: Final = 0
 EXIT_BELOW_THRESHOLD: Final = 1
@@ -58,7 +58,7 @@ class StoreRecordings(StoreSource):
     """Recordings from a store opened by this process."""
 
     def recordings(self, params: dict[str, str], flt: RecordingFilter) -> list[RecordedRun]:
-        from agentwatch.collectors.replay_recordings import load_recordings
+        from agentwatch.collectors.replay.recordings import load_recordings
 
         result: list[RecordedRun] = self.run_query(lambda: load_recordings(self.store, flt))
         return result
@@ -175,8 +175,8 @@ def _selection(args: argparse.Namespace) -> tuple[dict[str, str], RecordingFilte
 
 def replay_command(args: argparse.Namespace) -> int:
     """``agentwatch replay``: load the target, read the recordings, replay them, report, exit by verdict."""
-    from agentwatch.collectors.replay import TargetError, load_target, replay
-    from agentwatch.collectors.runtime_logging import quiet_missing_api_key_warning
+    from agentwatch.collectors.replay.runner import TargetError, load_target, replay
+    from agentwatch.collectors.replay.sdk_logging import quiet_missing_api_key_warning
 
     quiet_missing_api_key_warning()  # replays run without an OpenAI key: the SDK's exporter skips, by design
 

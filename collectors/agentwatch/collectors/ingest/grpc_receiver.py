@@ -11,7 +11,7 @@ from concurrent import futures
 
 import grpc
 
-from agentwatch.collectors.pipeline import PROTOBUF, Pipeline
+from agentwatch.collectors.ingest.pipeline import PROTOBUF, Pipeline
 
 SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 _CODES = {

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from agentwatch.collectors.settings import SettingsError, read_yaml_file
+from agentwatch.collectors.config.settings import SettingsError, read_yaml_file
 
 
 class Scope(StrEnum):

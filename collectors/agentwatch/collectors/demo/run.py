@@ -21,13 +21,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, cast
 
-from agentwatch.collectors.demo_replay import ReplayResult, record_scenarios, render_replay, replay_recorded
-from agentwatch.collectors.drift_analyzer import AgentDrift, analyze_all
+from agentwatch.collectors.config.settings import CollectorSettings
+from agentwatch.collectors.demo.replay import ReplayResult, record_scenarios, render_replay, replay_recorded
+from agentwatch.collectors.drift.analyzer import AgentDrift, analyze_all
 from agentwatch.collectors.metrics import CANARY_VERDICT, VERDICT_CODES
-from agentwatch.collectors.queries import RunFilter, Stats, render_stats, stats
-from agentwatch.collectors.schema import RUNS_TABLE
-from agentwatch.collectors.service import CollectorService
-from agentwatch.collectors.settings import CollectorSettings
+from agentwatch.collectors.read.queries import RunFilter, Stats, render_stats, stats
+from agentwatch.collectors.service.collector import CollectorService
+from agentwatch.collectors.store.schema import RUNS_TABLE
 
 SERVICE_NAME = "support-agent"
 
@@ -292,7 +292,7 @@ def published_verdicts(service: CollectorService) -> dict[str, dict[str, int]]:
 
 def render_drift(results: list[AgentDrift], gauges: dict[str, dict[str, int]]) -> str:
     """The drift report per canary, and what the gauges (and so the alert rules) see."""
-    from agentwatch.collectors.cli_drift import render_report
+    from agentwatch.collectors.drift.render import render_report
 
     names = {code: verdict for verdict, code in VERDICT_CODES.items()}
     sections = ["Canary drift (canary vs stable, the same report as `agentwatch drift --agent NAME`)"]

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Protocol
 
-from agentwatch.collectors.schema import RUNS_TABLE, TOOL_CALLS_TABLE, TRACE_ID_TS_TABLE, TRACES_TABLE
+from agentwatch.collectors.store.schema import RUNS_TABLE, TOOL_CALLS_TABLE, TRACE_ID_TS_TABLE, TRACES_TABLE
 from agentwatch.instrumentation import semconv
 
 MAX_LIMIT: Final = 1000

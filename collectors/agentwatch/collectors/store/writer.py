@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 
 from agentwatch.collectors.metrics import CollectorMetrics
-from agentwatch.collectors.schema import SchemaOptions
-from agentwatch.collectors.spool import Batch, Spool
-from agentwatch.collectors.store import ClickHouseStore, StoreError, StoreRejected, StoreUnavailable
+from agentwatch.collectors.store.clickhouse import ClickHouseStore, StoreError, StoreRejected, StoreUnavailable
+from agentwatch.collectors.store.schema import SchemaOptions
+from agentwatch.collectors.store.spool import Batch, Spool
 
 log = logging.getLogger("agentwatch.collector")
 

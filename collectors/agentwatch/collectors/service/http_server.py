@@ -33,7 +33,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from agentwatch.collectors.settings import parse_address
+from agentwatch.collectors.config.settings import parse_address
 
 log = logging.getLogger("agentwatch.collector")
 

@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from agentwatch.collectors.pipeline import PROTOBUF, Pipeline, media_type
+from agentwatch.collectors.ingest.pipeline import PROTOBUF, Pipeline, media_type
 
 
 class _BodyTooLarge(Exception):

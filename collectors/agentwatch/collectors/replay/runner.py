@@ -41,7 +41,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from agentwatch.collectors.replay_parity import (
+from agentwatch.collectors.replay.parity import (
     ParityReport,
     ParityThresholds,
     ReplayOutcome,
@@ -51,7 +51,7 @@ from agentwatch.collectors.replay_parity import (
     compare,
     not_replayed,
 )
-from agentwatch.collectors.replay_recordings import EXECUTED_DISPOSITIONS, RecordedRun, RecordedToolCall
+from agentwatch.collectors.replay.recordings import EXECUTED_DISPOSITIONS, RecordedRun, RecordedToolCall
 from agentwatch.instrumentation import (
     ApprovalRejected,
     InstrumentationSettings,

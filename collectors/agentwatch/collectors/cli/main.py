@@ -6,16 +6,16 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from agentwatch.collectors.cli_drift import add_drift_command
-from agentwatch.collectors.cli_read import add_read_commands
-from agentwatch.collectors.cli_replay import add_replay_command
+from agentwatch.collectors.cli.drift import add_drift_command
+from agentwatch.collectors.cli.read import add_read_commands
+from agentwatch.collectors.cli.replay import add_replay_command
 
 
 def _demo(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from agentwatch.collectors.demo import run_demo
-    from agentwatch.collectors.runtime_logging import quiet_missing_api_key_warning
+    from agentwatch.collectors.demo.run import run_demo
+    from agentwatch.collectors.replay.sdk_logging import quiet_missing_api_key_warning
 
     quiet_missing_api_key_warning()  # the Agents SDK example runs without an OpenAI key, by design
 
@@ -31,11 +31,11 @@ def _demo(args: argparse.Namespace) -> int:
 def _collector(args: argparse.Namespace) -> int:
     import logging
 
-    from agentwatch.collectors.malloc import limit_arenas
-    from agentwatch.collectors.service import CollectorService
-    from agentwatch.collectors.settings import SettingsError, resolve
-    from agentwatch.collectors.spool import SpoolError
-    from agentwatch.collectors.store import StoreError
+    from agentwatch.collectors.config.settings import SettingsError, resolve
+    from agentwatch.collectors.service.collector import CollectorService
+    from agentwatch.collectors.service.malloc import limit_arenas
+    from agentwatch.collectors.store.clickhouse import StoreError
+    from agentwatch.collectors.store.spool import SpoolError
 
     limit_arenas()  # before any worker thread starts: keeps the resident size flat under load
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -58,8 +58,8 @@ def _collector(args: argparse.Namespace) -> int:
 def _schema(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from agentwatch.collectors.schema import SchemaOptions, render
-    from agentwatch.collectors.store import ClickHouseStore, StoreError, redacted_url
+    from agentwatch.collectors.store.clickhouse import ClickHouseStore, StoreError, redacted_url
+    from agentwatch.collectors.store.schema import SchemaOptions, render
 
     options = SchemaOptions(
         database=args.database or "default",
@@ -118,7 +118,7 @@ _COLLECTOR_FLAGS = (
 
 
 def _add_collector(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from agentwatch.collectors.settings import SETTING_TYPES
+    from agentwatch.collectors.config.settings import SETTING_TYPES
 
     collector = commands.add_parser(
         "collector",

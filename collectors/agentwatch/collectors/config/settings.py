@@ -113,7 +113,7 @@ class CollectorSettings:
             raise SettingsError(f"clickhouse must be chdb://PATH or http(s)://host:port/db, got {self.clickhouse!r}")
         if self.database and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.database):
             raise SettingsError(f"database must be letters, digits and _ only, got {self.database!r}")
-        from agentwatch.collectors.store import parse_url
+        from agentwatch.collectors.store.clickhouse import parse_url
 
         try:
             parse_url(self.clickhouse)  # its messages never include the password
@@ -131,7 +131,7 @@ class CollectorSettings:
         parse_duration(self.drift_window, setting="drift_window")
         parse_canary_shares(self.drift_canary_share)
         if self.drift_since:
-            from agentwatch.collectors.queries import InvalidQuery, parse_since
+            from agentwatch.collectors.read.queries import InvalidQuery, parse_since
 
             try:
                 parse_since(self.drift_since)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-from agentwatch.collectors.queries import (
+from agentwatch.collectors.read.queries import (
     MAX_LIMIT,
     InvalidQuery,
     StoreReader,
@@ -25,7 +25,7 @@ from agentwatch.collectors.queries import (
     parse_limit,
     parse_since,
 )
-from agentwatch.collectors.schema import RUNS_TABLE, TOOL_CALLS_TABLE, TRACES_TABLE
+from agentwatch.collectors.store.schema import RUNS_TABLE, TOOL_CALLS_TABLE, TRACES_TABLE
 from agentwatch.instrumentation import semconv
 
 FILTER_PARAMETERS: Final = frozenset({"agent", "track", "tenant", "since", "until", "limit", "run_ids"})

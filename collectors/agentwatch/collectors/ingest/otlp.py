@@ -50,7 +50,7 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 from opentelemetry.semconv.attributes.service_attributes import SERVICE_NAME
 
-from agentwatch.collectors.inflate import DecodeTimeout
+from agentwatch.collectors.ingest.inflate import DecodeTimeout
 from agentwatch.instrumentation import semconv
 from agentwatch.instrumentation.redaction import REDACTED, Redactor
 

@@ -33,8 +33,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from agentwatch.collectors.auth import Authenticator, AuthError, Principal, Scope
-from agentwatch.collectors.drift_analyzer import (
+from agentwatch.collectors.config.auth import Authenticator, AuthError, Principal, Scope
+from agentwatch.collectors.drift.analyzer import (
     DRIFT_PARAMETERS,
     AgentDrift,
     AgentNotFound,
@@ -42,7 +42,7 @@ from agentwatch.collectors.drift_analyzer import (
     analyze,
     options_from_params,
 )
-from agentwatch.collectors.queries import (
+from agentwatch.collectors.read.queries import (
     InvalidQuery,
     RunFilter,
     StoreReader,
@@ -53,8 +53,8 @@ from agentwatch.collectors.queries import (
     parse_since,
     stats,
 )
-from agentwatch.collectors.replay_recordings import FILTER_PARAMETERS, RecordingFilter, load_recordings
-from agentwatch.collectors.store import StoreError, StoreUnavailable
+from agentwatch.collectors.replay.recordings import FILTER_PARAMETERS, RecordingFilter, load_recordings
+from agentwatch.collectors.store.clickhouse import StoreError, StoreUnavailable
 
 log = logging.getLogger("agentwatch.collector.readapi")
 

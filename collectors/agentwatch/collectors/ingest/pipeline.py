@@ -24,10 +24,16 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from agentwatch.collectors.auth import Authenticator, AuthError, Scope
-from agentwatch.collectors.inflate import BadEncoding, DecodeTimeout, InvalidCompressedBody, PayloadTooLarge, decompress
-from agentwatch.collectors.metrics import CollectorMetrics
-from agentwatch.collectors.otlp import (
+from agentwatch.collectors.config.auth import Authenticator, AuthError, Scope
+from agentwatch.collectors.config.settings import CollectorSettings
+from agentwatch.collectors.ingest.inflate import (
+    BadEncoding,
+    DecodeTimeout,
+    InvalidCompressedBody,
+    PayloadTooLarge,
+    decompress,
+)
+from agentwatch.collectors.ingest.otlp import (
     Converted,
     Limits,
     OtlpDecodeError,
@@ -36,8 +42,8 @@ from agentwatch.collectors.otlp import (
     parse_json,
     parse_protobuf,
 )
-from agentwatch.collectors.settings import CollectorSettings
-from agentwatch.collectors.spool import Spool, SpoolError, SpoolFull
+from agentwatch.collectors.metrics import CollectorMetrics
+from agentwatch.collectors.store.spool import Spool, SpoolError, SpoolFull
 from agentwatch.instrumentation.redaction import Redactor
 
 log = logging.getLogger("agentwatch.collector")

@@ -15,7 +15,7 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-from agentwatch.collectors.replay_recordings import RecordedRun
+from agentwatch.collectors.replay.recordings import RecordedRun
 
 RunStatus = Literal["match", "diverged", "skipped", "failed"]
 Verdict = Literal["pass", "fail", "error", "empty"]

@@ -20,7 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final, Protocol, TypeVar
 
-from agentwatch.collectors.queries import (
+from agentwatch.collectors.config.settings import DEFAULT_CLICKHOUSE
+from agentwatch.collectors.read.queries import (
     InvalidQuery,
     RunFilter,
     RunSummary,
@@ -32,7 +33,6 @@ from agentwatch.collectors.queries import (
     render_runs,
     render_trace,
 )
-from agentwatch.collectors.settings import DEFAULT_CLICKHOUSE
 
 DEFAULT_COLLECTOR: Final = "http://127.0.0.1:4318"
 TOKEN_ENV: Final = "AGENTWATCH_TOKEN"
@@ -132,7 +132,7 @@ class StoreSource:
     """A ClickHouse store opened by this process (embedded chDB or a server)."""
 
     def __init__(self, url: str) -> None:
-        from agentwatch.collectors.store import ClickHouseStore, StoreError, redacted_url
+        from agentwatch.collectors.store.clickhouse import ClickHouseStore, StoreError, redacted_url
 
         self.description = f"store {redacted_url(url)}"
         self._store_error: type[Exception] = StoreError
@@ -167,7 +167,7 @@ def _first_line(exc: BaseException) -> str:
 
 def _embedded_path(url: str) -> Path | None:
     """The directory of a ``chdb://`` store (None for a server or an in-memory store)."""
-    from agentwatch.collectors.store import MEMORY_PATH, parse_url
+    from agentwatch.collectors.store.clickhouse import MEMORY_PATH, parse_url
 
     try:
         target = parse_url(url)

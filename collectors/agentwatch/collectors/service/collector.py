@@ -24,19 +24,19 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Send
 from starlette.types import Scope as AsgiScope
 
-from agentwatch.collectors.auth import Authenticator, AuthError, Scope
-from agentwatch.collectors.drift_analyzer import DriftLoop, DriftOptions
-from agentwatch.collectors.grpc_server import start_grpc_server
-from agentwatch.collectors.http_app import create_app
-from agentwatch.collectors.http_server import ReadTimeouts, RunningServer, start_server
+from agentwatch.collectors.config.auth import Authenticator, AuthError, Scope
+from agentwatch.collectors.config.settings import CollectorSettings, is_loopback, parse_address
+from agentwatch.collectors.drift.analyzer import DriftLoop, DriftOptions
+from agentwatch.collectors.ingest.grpc_receiver import start_grpc_server
+from agentwatch.collectors.ingest.http_receiver import create_app
+from agentwatch.collectors.ingest.pipeline import Pipeline
 from agentwatch.collectors.metrics import CollectorMetrics
-from agentwatch.collectors.pipeline import Pipeline
-from agentwatch.collectors.readapi import read_routes
-from agentwatch.collectors.schema import SchemaOptions
-from agentwatch.collectors.settings import CollectorSettings, is_loopback, parse_address
-from agentwatch.collectors.spool import Spool
-from agentwatch.collectors.store import ClickHouseStore, redacted_url
-from agentwatch.collectors.writer import SpoolWriter
+from agentwatch.collectors.service.http_server import ReadTimeouts, RunningServer, start_server
+from agentwatch.collectors.service.read_api import read_routes
+from agentwatch.collectors.store.clickhouse import ClickHouseStore, redacted_url
+from agentwatch.collectors.store.schema import SchemaOptions
+from agentwatch.collectors.store.spool import Spool
+from agentwatch.collectors.store.writer import SpoolWriter
 from agentwatch.instrumentation.redaction import Redactor
 
 log = logging.getLogger("agentwatch.collector")

@@ -17,10 +17,10 @@ from typing import Any, Final
 from opentelemetry.sdk.trace import TracerProvider
 
 from agentwatch.collectors._examples import load_example
-from agentwatch.collectors.replay import replay, replay_settings
-from agentwatch.collectors.replay_parity import ParityReport
-from agentwatch.collectors.replay_recordings import RecordingFilter, load_recordings
-from agentwatch.collectors.store import ClickHouseStore
+from agentwatch.collectors.replay.parity import ParityReport
+from agentwatch.collectors.replay.recordings import RecordingFilter, load_recordings
+from agentwatch.collectors.replay.runner import replay, replay_settings
+from agentwatch.collectors.store.clickhouse import ClickHouseStore
 
 DIRECTIONS: Final = (("custom", "openai-agents"), ("openai-agents", "custom"))
 """(recorded on, replayed onto): the custom loop to the Agents SDK, and back."""

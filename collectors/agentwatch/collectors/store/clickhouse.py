@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Final, Literal
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from agentwatch.collectors import schema
+from agentwatch.collectors.store import schema
 
 if TYPE_CHECKING:
     from clickhouse_connect.driver.client import Client
