@@ -7,7 +7,7 @@ EXTRAS ?= dev,collector,embedded,dashboards,runtimes
 STAMP  := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 comma  := ,
 
-.PHONY: install demo test lint typecheck pytest bench generate clean
+.PHONY: install demo test test-fast lint typecheck pytest bench generate clean
 
 $(BIN)/python:
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -39,8 +39,13 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# the suite runs on every core (pytest-xdist); each worker has its own embedded ClickHouse
 pytest: $(STAMP) $(SYSDEPS)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto
+
+# the unit tests: no collector processes, Prometheus stacks or end-to-end paging
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -n auto -m "not slow"
 
 test: lint typecheck pytest
 

@@ -65,6 +65,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
+from prometheus_client.parser import text_string_to_metric_families
 
 from agentwatch.instrumentation import semconv
 
@@ -403,13 +404,11 @@ class Collector:
 
 
 def parse_metrics(text: str) -> dict[str, float]:
-    """Prometheus text → value per family name, summed over label sets."""
+    """Prometheus text → value per sample name (``_total``, ``_sum``, ``_count`` kept), summed over label sets."""
     values: dict[str, float] = defaultdict(float)
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        name_labels, _, value = line.rpartition(" ")
-        values[name_labels.split("{", 1)[0]] += float(value)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            values[sample.name] += sample.value
     return dict(values)
 
 

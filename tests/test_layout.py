@@ -49,7 +49,7 @@ COLLECTOR_PACKAGES: dict[str, set[str]] = {
     "drift": {"config", "store", "read", "metrics"},
     "replay": {"store", "read", "_examples"},
     "service": {"config", "ingest", "store", "read", "drift", "replay", "metrics"},
-    "demo": {"service", "config", "store", "read", "drift", "replay", "metrics", "_examples"},
+    "demo": {"service", "config", "store", "read", "drift", "replay", "metrics", "metric_names", "_examples"},
     "cli": {"service", "config", "store", "read", "drift", "replay", "metrics", "demo", "_examples"},
 }
 # What each collector package may import from the other source roots, beyond ALLOWED["collectors"].
@@ -204,6 +204,11 @@ EXPECTED_ALL = {
     "agentwatch.collectors.config": set(),
     "agentwatch.collectors.demo": set(),
     "agentwatch.collectors.ingest": set(),
+    "agentwatch.collectors.metrics": {
+        "CONTENT_TYPE", "INSERT_DURATION_BUCKETS", "REQUEST_BODY_BUCKETS", "RUN_COST_USD_BUCKETS",
+        "RUN_DURATION_BUCKETS", "RUN_STEPS_BUCKETS", "RUN_TOOL_CALLS_BUCKETS", "CollectorMetrics", "ExposedRegistry",
+        "clean_label",
+    },
     "agentwatch.collectors.read": set(),
     "agentwatch.collectors.replay": set(),
     "agentwatch.collectors.service": set(),

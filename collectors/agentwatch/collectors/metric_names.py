@@ -1,7 +1,7 @@
 """Names of the collector's Prometheus metrics and labels: the contract of DESIGN.md ("Collector").
 
 Dashboards and alert rules build their queries from these constants, and the collector exposes its
-metrics under them (``agentwatch.collectors.metrics`` re-exports every name). This module imports
+metrics under them (``agentwatch.collectors.metrics`` builds its families from them). This module imports
 nothing but ``typing``, so a generator can depend on the names without pulling in
 ``prometheus_client`` or any registry code.
 """

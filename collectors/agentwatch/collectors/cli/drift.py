@@ -37,7 +37,7 @@ from agentwatch.collectors.cli.read import (
 )
 from agentwatch.collectors.config.settings import DEFAULT_CLICKHOUSE
 from agentwatch.collectors.drift.render import headline, render_report
-from agentwatch.collectors.read.queries import InvalidQuery
+from agentwatch.collectors.read.filters import InvalidQuery
 
 EXIT_PASS: Final = 0
 EXIT_FAIL: Final = 1

@@ -21,18 +21,11 @@ from pathlib import Path
 from typing import Any, Final, Protocol, TypeVar
 
 from agentwatch.collectors.config.settings import DEFAULT_CLICKHOUSE
-from agentwatch.collectors.read.queries import (
-    InvalidQuery,
-    RunFilter,
-    RunSummary,
-    TraceView,
-    get_trace,
-    list_runs,
-    parse_limit,
-    parse_since,
-    render_runs,
-    render_trace,
-)
+from agentwatch.collectors.read.filters import InvalidQuery, RunFilter, parse_limit, parse_since
+from agentwatch.collectors.read.models import RunSummary, TraceView
+from agentwatch.collectors.read.render import render_runs, render_trace
+from agentwatch.collectors.read.runs import list_runs
+from agentwatch.collectors.read.traces import get_trace
 
 DEFAULT_COLLECTOR: Final = "http://127.0.0.1:4318"
 TOKEN_ENV: Final = "AGENTWATCH_TOKEN"

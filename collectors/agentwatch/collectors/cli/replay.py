@@ -25,7 +25,7 @@ from agentwatch.collectors.cli.read import (
     add_source_flags,
     choose_source,
 )
-from agentwatch.collectors.read.queries import InvalidQuery
+from agentwatch.collectors.read.filters import InvalidQuery
 from agentwatch.collectors.replay.parity import ParityReport, ParityThresholds, RunParity
 from agentwatch.collectors.replay.recordings import RecordedRun, RecordingFilter, filter_params
 

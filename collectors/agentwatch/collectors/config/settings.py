@@ -131,7 +131,7 @@ class CollectorSettings:
         parse_duration(self.drift_window, setting="drift_window")
         parse_canary_shares(self.drift_canary_share)
         if self.drift_since:
-            from agentwatch.collectors.read.queries import InvalidQuery, parse_since
+            from agentwatch.collectors.read.filters import InvalidQuery, parse_since
 
             try:
                 parse_since(self.drift_since)

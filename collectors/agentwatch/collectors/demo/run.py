@@ -24,8 +24,11 @@ from typing import Any, Final, cast
 from agentwatch.collectors.config.settings import CollectorSettings
 from agentwatch.collectors.demo.replay import ReplayResult, record_scenarios, render_replay, replay_recorded
 from agentwatch.collectors.drift.analyzer import AgentDrift, analyze_all
-from agentwatch.collectors.metrics import CANARY_VERDICT, VERDICT_CODES
-from agentwatch.collectors.read.queries import RunFilter, Stats, render_stats, stats
+from agentwatch.collectors.metric_names import CANARY_VERDICT, VERDICT_CODES
+from agentwatch.collectors.read.filters import RunFilter
+from agentwatch.collectors.read.models import Stats
+from agentwatch.collectors.read.render import render_stats
+from agentwatch.collectors.read.stats import stats
 from agentwatch.collectors.service.collector import CollectorService
 from agentwatch.collectors.store.schema import RUNS_TABLE
 

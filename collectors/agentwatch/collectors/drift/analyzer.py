@@ -39,7 +39,7 @@ from typing import Any, Final, Literal
 from agentwatch.collectors.config.settings import CollectorSettings, parse_canary_shares, parse_duration
 from agentwatch.collectors.drift import DriftReport, RunRecord
 from agentwatch.collectors.metrics import CollectorMetrics, clean_label
-from agentwatch.collectors.read.queries import InvalidQuery, StoreReader, check_window, parse_since
+from agentwatch.collectors.read.filters import InvalidQuery, StoreReader, check_window, parse_since
 from agentwatch.collectors.store.clickhouse import StoreError
 from agentwatch.collectors.store.schema import RUNS_TABLE
 from agentwatch.instrumentation import semconv

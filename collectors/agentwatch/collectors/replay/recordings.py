@@ -14,17 +14,21 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Final
 
-from agentwatch.collectors.read.queries import (
+from agentwatch.collectors.read.filters import (
     MAX_LIMIT,
     InvalidQuery,
+    RunFilter,
     StoreReader,
+    check_text,
     check_window,
     parse_limit,
     parse_since,
 )
+from agentwatch.collectors.read.models import RUN_COLUMNS, RunSummary, run_from_row
+from agentwatch.collectors.read.runs import run_conditions, where
 from agentwatch.collectors.store.schema import RUNS_TABLE, TOOL_CALLS_TABLE, TRACES_TABLE
 from agentwatch.instrumentation import semconv
 
@@ -32,7 +36,6 @@ FILTER_PARAMETERS: Final = frozenset({"agent", "track", "tenant", "since", "unti
 """Query parameters of ``GET /api/v1/recordings`` (``run_ids`` is comma-separated)."""
 
 DEFAULT_LIMIT: Final = 50
-_MAX_TEXT: Final = 256
 _RUN_ID_RE: Final = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 # what Redactor.to_attribute appends when it cuts captured content
 _TRUNCATED_RE: Final = re.compile(r"…\[truncated \d+ chars\]$")
@@ -79,7 +82,7 @@ class RecordedToolCall:
 
 @dataclass(frozen=True, slots=True)
 class RecordedRun:
-    """A stored run with what replay needs; ``calls`` in the order they started."""
+    """A stored run with what replay needs (``from_summary``: the read model's run); ``calls`` in start order."""
 
     run_id: str
     tenant: str
@@ -97,6 +100,27 @@ class RecordedRun:
     output: str
     calls: tuple[RecordedToolCall, ...] = ()
     missing: bool = False  # asked for by id and not in the store
+
+    @classmethod
+    def from_summary(cls, run: RunSummary, calls: Iterable[RecordedToolCall] = ()) -> RecordedRun:
+        """The replay view of a run read with its content (``RUN_COLUMNS, Input, Output`` via ``run_from_row``)."""
+        return cls(
+            run_id=run.run_id,
+            tenant=run.tenant,
+            agent=run.agent,
+            version=run.version,
+            track=run.track,
+            runtime=run.runtime,
+            start_time=run.start_time,
+            stop_reason=run.stop_reason,
+            steps=run.steps,
+            tool_calls=run.tool_calls,
+            llm_calls=run.llm_calls,
+            cost_usd=run.cost_usd,
+            input=run.input or "",
+            output=run.output or "",
+            calls=tuple(calls),
+        )
 
     @property
     def skip_reason(self) -> str | None:
@@ -164,9 +188,7 @@ class RecordingFilter:
 
     def __post_init__(self) -> None:
         for name in ("agent", "track", "tenant"):
-            value = getattr(self, name)
-            if value is not None and (not value or len(value) > _MAX_TEXT or any(ord(ch) < 32 for ch in value)):
-                raise InvalidQuery(f"{name} must be 1-{_MAX_TEXT} printable characters")
+            check_text(name, getattr(self, name))
         if isinstance(self.limit, bool) or not isinstance(self.limit, int) or not 1 <= self.limit <= MAX_LIMIT:
             raise InvalidQuery(f"limit must be an integer from 1 to {MAX_LIMIT}")
         if len(self.run_ids) > MAX_LIMIT:
@@ -198,9 +220,9 @@ class RecordingFilter:
 
 # --- reading the store ------------------------------------------------------------------------------
 
+# runs as the read model reads them (the same columns, the same row mapping), with their content
 _RUN_SELECT: Final = f"""
-    SELECT RunId, TenantId, AgentName, AgentVersion, Track, Runtime, toUnixTimestamp64Nano(StartTime) AS StartNs,
-        StopReason, Steps, ToolCalls, LlmCalls, CostUsd, Input, Output
+    SELECT {RUN_COLUMNS}, Input, Output
     FROM {RUNS_TABLE}"""
 
 _CALLS_SQL: Final = f"""
@@ -220,40 +242,20 @@ _ERRORS_SQL: Final = f"""
 
 
 def _run_query(flt: RecordingFilter) -> tuple[str, dict[str, Any]]:
-    conditions: list[str] = []
-    parameters: dict[str, Any] = {"limit": len(flt.run_ids) or flt.limit}
-    for column, name, value in (
-        ("TenantId", "tenant", flt.tenant),
-        ("AgentName", "agent", flt.agent),
-        ("Track", "track", flt.track),
-    ):
-        if value is not None:
-            conditions.append(f"{column} = {{{name}:String}}")
-            parameters[name] = value
-    for column_condition, name, moment in (
-        ("StartTime >= fromUnixTimestamp64Nano({since_ns:Int64})", "since_ns", flt.since),
-        ("StartTime <= fromUnixTimestamp64Nano({until_ns:Int64})", "until_ns", flt.until),
-    ):
-        if moment is not None:
-            conditions.append(column_condition)
-            parameters[name] = _to_ns(moment)
+    window = RunFilter(agent=flt.agent, track=flt.track, tenant=flt.tenant, since=flt.since, until=flt.until)
+    conditions, parameters = run_conditions(window)
+    parameters["limit"] = len(flt.run_ids) or flt.limit
     if flt.run_ids:
         conditions.append("RunId IN {run_ids:Array(String)}")
         parameters["run_ids"] = list(flt.run_ids)
     else:
         conditions.append("ParentRunId = ''")  # a sub-run is replayed by replaying its parent
-    where = "WHERE " + " AND ".join(conditions)
-    sql = f"{_RUN_SELECT}\n    {where}\n    ORDER BY StartTime DESC, RunId\n    LIMIT 1 BY TenantId, RunId\n"
-    return sql + "    LIMIT {limit:UInt32}", parameters
-
-
-def _to_ns(moment: datetime) -> int:
-    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
-
-
-def _from_ns(nanos: int) -> datetime:
-    return datetime.fromtimestamp(nanos // 1_000_000_000, UTC) + timedelta(microseconds=(nanos % 1_000_000_000) // 1000)
+    sql = f"""{_RUN_SELECT}
+    {where(conditions)}
+    ORDER BY StartTime DESC, RunId
+    LIMIT 1 BY TenantId, RunId
+    LIMIT {{limit:UInt32}}"""
+    return sql, parameters
 
 
 def _error_texts(store: StoreReader, rows: Sequence[Mapping[str, Any]]) -> dict[str, str]:
@@ -268,10 +270,10 @@ def _error_texts(store: StoreReader, rows: Sequence[Mapping[str, Any]]) -> dict[
 CallsByRun = dict[tuple[str, str], list[RecordedToolCall]]  # (tenant, run id) -> its calls in order
 
 
-def _calls_by_run(store: StoreReader, runs: Sequence[Mapping[str, Any]]) -> CallsByRun:
+def _calls_by_run(store: StoreReader, runs: Sequence[RunSummary]) -> CallsByRun:
     if not runs:
         return {}
-    rows = store.query(_CALLS_SQL, {"run_ids": sorted({str(run["RunId"]) for run in runs})})
+    rows = store.query(_CALLS_SQL, {"run_ids": sorted({run.run_id for run in runs})})
     errors = _error_texts(store, rows)
     calls: CallsByRun = {}
     for row in rows:
@@ -294,28 +296,9 @@ def _calls_by_run(store: StoreReader, runs: Sequence[Mapping[str, Any]]) -> Call
 def load_recordings(store: StoreReader, flt: RecordingFilter) -> list[RecordedRun]:
     """The runs ``flt`` selects with their tool calls, oldest first; requested ids not found come back ``missing``."""
     sql, parameters = _run_query(flt)
-    runs = store.query(sql, parameters)
+    runs = [run_from_row(row) for row in store.query(sql, parameters)]
     calls = _calls_by_run(store, runs)
-    recorded = [
-        RecordedRun(
-            run_id=str(row["RunId"]),
-            tenant=str(row["TenantId"]),
-            agent=str(row["AgentName"]),
-            version=str(row["AgentVersion"]),
-            track=str(row["Track"]),
-            runtime=str(row["Runtime"]),
-            start_time=_from_ns(int(row["StartNs"])),
-            stop_reason=str(row["StopReason"]),
-            steps=int(row["Steps"]),
-            tool_calls=int(row["ToolCalls"]),
-            llm_calls=int(row["LlmCalls"]),
-            cost_usd=float(row["CostUsd"]),
-            input=str(row["Input"]),
-            output=str(row["Output"]),
-            calls=tuple(calls.get((str(row["TenantId"]), str(row["RunId"])), ())),
-        )
-        for row in runs
-    ]
+    recorded = [RecordedRun.from_summary(run, calls.get((run.tenant, run.run_id), ())) for run in runs]
     recorded.sort(key=lambda run: (run.start_time, run.run_id))
     found = {run.run_id for run in recorded}
     recorded.extend(_missing(run_id) for run_id in flt.run_ids if run_id not in found)

@@ -42,17 +42,10 @@ from agentwatch.collectors.drift.analyzer import (
     analyze,
     options_from_params,
 )
-from agentwatch.collectors.read.queries import (
-    InvalidQuery,
-    RunFilter,
-    StoreReader,
-    get_run,
-    get_trace,
-    list_runs,
-    parse_limit,
-    parse_since,
-    stats,
-)
+from agentwatch.collectors.read.filters import InvalidQuery, RunFilter, StoreReader, parse_limit, parse_since
+from agentwatch.collectors.read.runs import get_run, list_runs
+from agentwatch.collectors.read.stats import stats
+from agentwatch.collectors.read.traces import get_trace
 from agentwatch.collectors.replay.recordings import FILTER_PARAMETERS, RecordingFilter, load_recordings
 from agentwatch.collectors.store.clickhouse import StoreError, StoreUnavailable
 

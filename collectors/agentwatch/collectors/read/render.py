@@ -1,0 +1,267 @@
+"""Text rendering of the read model, apart from any SQL: what ``agentwatch runs``, ``trace`` and the demo print."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC
+
+from agentwatch.collectors.read.models import RunSummary, Stats, TraceNode, TraceView, iso_utc
+from agentwatch.instrumentation import semconv
+
+
+def format_duration_ms(milliseconds: float) -> str:
+    """``0.42ms``, ``12.3ms``, ``4.21s``, ``3m05s``: short enough for a tree column."""
+    if milliseconds < 10:
+        return f"{milliseconds:.2f}ms"
+    if milliseconds < 1000:
+        return f"{milliseconds:.1f}ms"
+    seconds = milliseconds / 1000
+    if seconds < 60:
+        return f"{seconds:.2f}s"
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes}m{rest:02d}s"
+
+
+def format_usd(value: float) -> str:
+    return f"${value:.4f}" if value < 100 else f"${value:,.2f}"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], right: frozenset[int]) -> str:
+    widths = [max(len(header[i]), *(len(row[i]) for row in rows)) for i in range(len(header))]
+
+    def line(cells: Sequence[str]) -> str:
+        padded = [cell.rjust(widths[i]) if i in right else cell.ljust(widths[i]) for i, cell in enumerate(cells)]
+        return "  ".join(padded).rstrip()
+
+    return "\n".join([line(header), *(line(row) for row in rows)])
+
+
+def render_runs(rows: Sequence[RunSummary]) -> str:
+    """An aligned table, one run per line (what ``agentwatch runs`` prints)."""
+    if not rows:
+        return "no runs match"
+    header = (
+        "START (UTC)",
+        "RUN",
+        "TENANT",
+        "AGENT",
+        "VERSION",
+        "TRACK",
+        "STOP REASON",
+        "BUDGET",
+        "STEPS",
+        "TOOLS",
+        "LLM",
+        "TOKENS IN/OUT",
+        "COST",
+        "DURATION",
+    )
+    table = [
+        (
+            run.start_time.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"),
+            run.run_id,
+            run.tenant or "-",
+            run.agent,
+            run.version or "-",
+            run.track,
+            run.stop_reason,
+            run.budget_exhausted or "-",
+            str(run.steps),
+            str(run.tool_calls),
+            str(run.llm_calls),
+            f"{run.input_tokens}/{run.output_tokens}",
+            format_usd(run.cost_usd),
+            format_duration_ms(run.duration_s * 1000),
+        )
+        for run in rows
+    ]
+    return _table(header, table, right=frozenset({8, 9, 10, 11, 12, 13}))
+
+
+def _short(attributes: Mapping[str, str], key: str) -> str:
+    return attributes.get(key, "")
+
+
+def _cost(attributes: Mapping[str, str], key: str) -> str:
+    raw = attributes.get(key)
+    try:
+        return format_usd(float(raw)) if raw is not None else ""
+    except ValueError:
+        return raw or ""
+
+
+def describe(node: TraceNode) -> str:
+    """The key facts of one span on one line: disposition and rule of a tool, model/tokens/cost of an LLM call ..."""
+    a = node.attributes
+    parts: list[str] = []
+    if node.kind == "run":
+        parts.append(f"stop={_short(a, semconv.STOP_REASON) or '?'}")
+        if a.get(semconv.BUDGET_EXHAUSTED):
+            parts.append(f"budget={a[semconv.BUDGET_EXHAUSTED]}")
+        for label, key in (("steps", semconv.RUN_STEPS), ("tools", semconv.RUN_TOOL_CALLS)):
+            if key in a:
+                parts.append(f"{label}={a[key]}")
+        if semconv.GEN_AI_USAGE_INPUT_TOKENS in a:
+            parts.append(
+                f"tokens={a[semconv.GEN_AI_USAGE_INPUT_TOKENS]}/{a.get(semconv.GEN_AI_USAGE_OUTPUT_TOKENS, '0')}"
+            )
+        if semconv.RUN_COST_USD in a:
+            parts.append(f"cost={_cost(a, semconv.RUN_COST_USD)}")
+    elif node.kind == "step":
+        parts.append(f"#{_short(a, semconv.STEP_INDEX)}")
+    elif node.kind == "llm":
+        model = a.get(semconv.GEN_AI_RESPONSE_MODEL) or a.get(semconv.GEN_AI_REQUEST_MODEL, "")
+        if model:
+            parts.append(f"model={model}")
+        if semconv.GEN_AI_USAGE_INPUT_TOKENS in a:
+            parts.append(
+                f"tokens={a[semconv.GEN_AI_USAGE_INPUT_TOKENS]}/{a.get(semconv.GEN_AI_USAGE_OUTPUT_TOKENS, '0')}"
+            )
+        if semconv.COST_USD in a:
+            parts.append(f"cost={_cost(a, semconv.COST_USD)}")
+        elif a.get(semconv.COST_UNPRICED) == "true":
+            parts.append("cost=unpriced")
+    elif node.kind == "tool":
+        decision = "/".join(filter(None, (a.get(semconv.TOOL_DISPOSITION), a.get(semconv.TOOL_OUTCOME))))
+        if decision:
+            parts.append(decision)
+        if a.get(semconv.POLICY_RULE):
+            parts.append(f"rule={a[semconv.POLICY_RULE]}")
+        if a.get(semconv.TOOL_RISK):
+            parts.append(f"risk={a[semconv.TOOL_RISK]}")
+    if node.status == "Error":
+        parts.append(f"ERROR {a.get(semconv.ERROR_TYPE) or node.status_message}".rstrip())
+    parts.extend(
+        f"!{event.name.removeprefix('agentwatch.')}" for event in node.events if event.name.startswith("agentwatch.")
+    )
+    return "  ".join(parts)
+
+
+def render_trace(view: TraceView) -> str:
+    """An indented tree with start offsets and durations (what ``agentwatch trace`` prints)."""
+    run = view.run
+    lines = [
+        f"run {run.run_id}  agent={run.agent} version={run.version or '-'} track={run.track} "
+        f"tenant={run.tenant or '-'}  stop={run.stop_reason}"
+        + (f" budget={run.budget_exhausted}" if run.budget_exhausted else "")
+        + f"  cost={format_usd(run.cost_usd)}",
+        f"trace {view.trace_id}  {view.span_count} spans  {format_duration_ms(view.duration_ms)}  "
+        f"started {iso_utc(view.start_time)}" + ("  (truncated)" if view.truncated else ""),
+        "",
+        f"{'START':>10} {'DURATION':>10}  SPAN",
+    ]
+
+    def emit(node: TraceNode, prefix: str, branch: str) -> None:
+        label = f"{prefix}{branch}{node.name}"
+        detail = describe(node)
+        timing = f"{format_duration_ms(node.start_offset_ms):>10} {format_duration_ms(node.duration_ms):>10}"
+        lines.append(f"{timing}  {label}" + (f"  {detail}" if detail else ""))
+        child_prefix = prefix + ("" if not branch else ("│  " if branch == "├─ " else "   "))
+        for index, child in enumerate(node.children):
+            emit(child, child_prefix, "└─ " if index == len(node.children) - 1 else "├─ ")
+
+    for root in view.roots:
+        emit(root, "", "")
+    if not view.roots:
+        lines.append(f"{'':>21}  (no spans stored for this trace)")
+    return "\n".join(lines)
+
+
+def _share(part: int, whole: int) -> str:
+    return f"{part} ({100 * part / whole:.1f}%)" if whole else str(part)
+
+
+def render_stats(view: Stats) -> str:
+    """The fleet report the demo prints: stop reasons per track, budgets, denials, cost, top tools."""
+    if not view.stop_reasons:
+        return "no runs in this window"
+    tracks = sorted({(row["agent"], row["track"]) for row in view.stop_reasons})
+    totals = {key: sum(int(r["runs"]) for r in view.stop_reasons if (r["agent"], r["track"]) == key) for key in tracks}
+    reasons = sorted({str(row["stop_reason"]) for row in view.stop_reasons})
+    counts = {(r["agent"], r["track"], r["stop_reason"]): int(r["runs"]) for r in view.stop_reasons}
+    sections = [
+        "Runs by stop reason",
+        _table(
+            ("STOP REASON", *(f"{agent}/{track}" for agent, track in tracks)),
+            [
+                (
+                    reason,
+                    *(_share(counts.get((agent, track, reason), 0), totals[(agent, track)]) for agent, track in tracks),
+                )
+                for reason in reasons
+            ]
+            + [("total", *(str(totals[key]) for key in tracks))],
+            right=frozenset(range(1, len(tracks) + 1)),
+        ),
+        "",
+        "Cost and effort per run",
+        _table(
+            ("AGENT/TRACK", "RUNS", "MEAN COST", "P95 COST", "TOTAL", "MEAN STEPS", "MEAN DURATION"),
+            [
+                (
+                    f"{row['agent']}/{row['track']}",
+                    str(row["runs"]),
+                    format_usd(float(row["mean_usd"])),
+                    format_usd(float(row["p95_usd"])),
+                    format_usd(float(row["total_usd"])),
+                    f"{float(row['mean_steps']):.2f}",
+                    format_duration_ms(float(row["mean_duration_s"]) * 1000),
+                )
+                for row in view.cost
+            ],
+            right=frozenset(range(1, 7)),
+        ),
+    ]
+    if view.budgets:
+        sections += [
+            "",
+            "Budgets hit",
+            _table(
+                ("AGENT/TRACK", "BUDGET", "RUNS"),
+                [(f"{r['agent']}/{r['track']}", str(r["budget"]), str(r["runs"])) for r in view.budgets],
+                right=frozenset({2}),
+            ),
+        ]
+    if view.denials:
+        sections += [
+            "",
+            "Tool calls the gateway stopped",
+            _table(
+                ("AGENT/TRACK", "TOOL", "DISPOSITION", "RULE", "CALLS"),
+                [
+                    (
+                        f"{r['agent']}/{r['track']}",
+                        str(r["tool"]),
+                        str(r["disposition"]),
+                        str(r["rule"]),
+                        str(r["calls"]),
+                    )
+                    for r in view.denials
+                ],
+                right=frozenset({4}),
+            ),
+        ]
+    if view.top_tools:
+        sections += [
+            "",
+            "Top tools",
+            _table(
+                ("AGENT", "TOOL", "CALLS", "STOPPED", "ERRORS"),
+                [
+                    (str(r["agent"]), str(r["tool"]), str(r["calls"]), str(r["denied"]), str(r["errors"]))
+                    for r in view.top_tools
+                ],
+                right=frozenset({2, 3, 4}),
+            ),
+        ]
+    return "\n".join(sections)
+
+
+__all__ = [
+    "describe",
+    "format_duration_ms",
+    "format_usd",
+    "render_runs",
+    "render_stats",
+    "render_trace",
+]
