@@ -43,9 +43,9 @@ typecheck: $(STAMP)
 pytest: $(STAMP) $(SYSDEPS)
 	$(BIN)/python -m pytest -q -n auto
 
-# the unit tests: no collector processes, Prometheus stacks or end-to-end paging
+# the unit tests: no collector, store, process or Prometheus tool (those are marked integration)
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -n auto -m "not slow"
+	$(BIN)/python -m pytest -q -n auto -m "not slow and not integration"
 
 test: lint typecheck pytest
 

@@ -32,8 +32,10 @@ from agentwatch.alerts.render import stale_files
 from agentwatch.alerts.rules import ALERT_NAMES, render_rule_files
 from agentwatch.alerts.runbook import render_runbook
 
-pytestmark = pytest.mark.skipif(not PROMTOOL_BIN.exists(), reason="Debian's prometheus (promtool) is not installed")
-
+pytestmark = [
+    pytest.mark.integration,  # real engines or processes: not in `make test-fast`
+    pytest.mark.skipif(not PROMTOOL_BIN.exists(), reason="Debian's prometheus (promtool) is not installed"),
+]
 ROOT = REPO
 ALERTS_DIR = ROOT / "alerts"
 RULES_PATH = ALERTS_DIR / RULE_FILE

@@ -29,7 +29,10 @@ from _promstack import (
     write_yaml,
 )
 
-pytestmark = pytest.mark.skipif(not AMTOOL_BIN.exists(), reason="Debian's prometheus-alertmanager is not installed")
+pytestmark = [
+    pytest.mark.integration,  # real engines or processes: not in `make test-fast`
+    pytest.mark.skipif(not AMTOOL_BIN.exists(), reason="Debian's prometheus-alertmanager is not installed"),
+]
 
 
 def amtool(*args: str) -> subprocess.CompletedProcess[str]:

@@ -43,6 +43,7 @@ from _promstack import (
 from _traffic import Traffic
 
 pytestmark = [
+    pytest.mark.integration,  # real engines or processes: not in `make test-fast`
     pytest.mark.slow,
     pytest.mark.skipif(
         not (PROMETHEUS_BIN.exists() and ALERTMANAGER_BIN.exists()),

@@ -26,6 +26,8 @@ SPANS = 20_000
 READ_KEYS = """
 import json, sys
 from agentwatch.collectors.store.clickhouse import ClickHouseStore
+
+pytestmark = pytest.mark.integration  # real engines or processes: not in `make test-fast`
 store = ClickHouseStore.open("chdb://" + sys.argv[1])
 rows = store.query(
     "SELECT SpanAttributes['gen_ai.operation.name'] AS op, groupUniqArrayArray(mapKeys(SpanAttributes)) AS keys, "

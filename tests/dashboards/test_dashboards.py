@@ -61,6 +61,8 @@ from agentwatch.instrumentation import (
     semconv,
 )
 
+pytestmark = pytest.mark.integration  # real engines or processes: not in `make test-fast`
+
 pytest_plugins = ["_chstore"]
 
 ROOT: Final = REPO

@@ -10,6 +10,8 @@ from _paths import REPO
 
 from agentwatch.collectors.store.clickhouse import ClickHouseStore
 
+pytestmark = pytest.mark.integration  # real engines or processes: not in `make test-fast`
+
 pytest_plugins = ["_chstore"]
 
 DEPLOY = REPO / "deploy" / "clickhouse"

@@ -65,6 +65,8 @@ from agentwatch.dashboards.deploy_sync import (
     replace_block,
 )
 
+pytestmark = pytest.mark.integration  # real engines or processes: not in `make test-fast`
+
 LAYOUT = DeployLayout(ROOT)
 COLLECTOR_CONFIG = LAYOUT.collector_config
 CLICKHOUSE_FILES = LAYOUT.clickhouse_files

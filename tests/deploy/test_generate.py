@@ -17,6 +17,8 @@ from _paths import REPO
 from agentwatch.collectors.cli.main import build_parser
 from agentwatch.dashboards.generate import SCOPE
 
+pytestmark = pytest.mark.integration  # real engines or processes: not in `make test-fast`
+
 ROOT = REPO
 DASHBOARD = Path("deploy/grafana/dashboards/overview.json")
 RULES = Path("alerts/agentwatch-rules.yaml")

@@ -21,6 +21,8 @@ from agentwatch.instrumentation._auto import RUNTIMES, available_runtimes, instr
 from agentwatch.instrumentation._launcher import DISABLED_ENV, child_environment
 from agentwatch.instrumentation.errors import ConfigError
 
+pytestmark = pytest.mark.integration  # real engines or processes: not in `make test-fast`
+
 pytest_plugins = ["_chstore"]
 
 LAUNCHER = Path(sys.executable).with_name("agentwatch-instrument")

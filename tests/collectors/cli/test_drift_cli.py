@@ -36,6 +36,8 @@ from agentwatch.collectors.config.auth import Authenticator
 from agentwatch.collectors.service.read_api import read_routes
 from agentwatch.collectors.store.clickhouse import ClickHouseStore
 
+pytestmark = pytest.mark.integration  # real engines or processes: not in `make test-fast`
+
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", category=StarletteDeprecationWarning, message=r"Using `httpx`")
     from starlette.testclient import TestClient

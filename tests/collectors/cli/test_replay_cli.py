@@ -28,6 +28,8 @@ from agentwatch.collectors.config.auth import Authenticator
 from agentwatch.collectors.service.read_api import read_routes
 from agentwatch.collectors.store.clickhouse import ClickHouseStore
 
+pytestmark = pytest.mark.integration  # real engines or processes: not in `make test-fast`
+
 pytest_plugins = ["_chstore"]
 
 CUSTOM = "agentwatch_examples.custom_agent:replay_target"
@@ -36,6 +38,7 @@ AGENTS_SDK = "agentwatch_examples.openai_agents_support:replay_target"
 # A divergent runtime as a user would write it: a file with a factory, named by its path.
 DIVERGENT_TARGET = """
 from agentwatch.collectors._examples import load_example
+
 
 custom = load_example("custom_agent")
 WRITES = []

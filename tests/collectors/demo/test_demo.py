@@ -11,12 +11,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from agentwatch.collectors._examples import load_example
 from agentwatch.collectors.demo.summary import summarize
+
+pytestmark = pytest.mark.integration  # real engines or processes: not in `make test-fast`
 
 
 def _demo(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -34,6 +34,8 @@ from agentwatch.collectors.metrics import CollectorMetrics
 from agentwatch.collectors.read.filters import InvalidQuery
 from agentwatch.collectors.store.clickhouse import ClickHouseStore
 
+pytestmark = pytest.mark.integration  # real engines or processes: not in `make test-fast`
+
 pytest_plugins = ["_chstore"]
 
 SEQUENTIAL = DriftOptions()

@@ -33,6 +33,8 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Sp
 
 from agentwatch.collectors.store.schema import TRACES_TABLE
 
+pytestmark = pytest.mark.integration  # real engines or processes: not in `make test-fast`
+
 MiB = 1 << 20
 MAX_BODY_BYTES = 256 << 10
 MAX_SPANS = 50

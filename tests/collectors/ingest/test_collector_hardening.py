@@ -40,6 +40,8 @@ from hypothesis import strategies as st
 from agentwatch.collectors.store.clickhouse import ClickHouseStore
 from agentwatch.collectors.store.schema import TRACES_TABLE
 
+pytestmark = pytest.mark.integration  # real engines or processes: not in `make test-fast`
+
 pytest_plugins = ["_chstore"]
 
 MiB = 1 << 20

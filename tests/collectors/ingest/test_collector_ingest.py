@@ -53,6 +53,8 @@ from agentwatch.collectors.store.clickhouse import ClickHouseStore
 from agentwatch.collectors.store.schema import RUNS_TABLE, TOOL_CALLS_TABLE, TRACES_TABLE
 from agentwatch.instrumentation import semconv
 
+pytestmark = pytest.mark.integration  # real engines or processes: not in `make test-fast`
+
 pytest_plugins = ["_chstore"]
 
 

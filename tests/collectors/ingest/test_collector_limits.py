@@ -42,6 +42,8 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Sp
 from agentwatch.collectors.store.schema import RUNS_TABLE, TRACES_TABLE
 from agentwatch.instrumentation import semconv
 
+pytestmark = pytest.mark.integration  # real engines or processes: not in `make test-fast`
+
 pytest_plugins = ["_chstore"]
 
 SMALL_LIMIT = 64 << 10

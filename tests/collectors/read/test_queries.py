@@ -19,6 +19,8 @@ from agentwatch.collectors.read.traces import build_tree, get_trace, span_kind_o
 from agentwatch.collectors.store.clickhouse import ClickHouseStore
 from agentwatch.instrumentation import semconv
 
+pytestmark = pytest.mark.integration  # real engines or processes: not in `make test-fast`
+
 pytest_plugins = ["_chstore"]
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)

@@ -36,6 +36,8 @@ from agentwatch.collectors.replay.runner import (
 from agentwatch.collectors.store.clickhouse import ClickHouseStore
 from agentwatch.instrumentation import AgentRun, KillSwitchEngaged, Policy, ToolDenied, ToolGateway, semconv
 
+pytestmark = pytest.mark.integration  # real engines or processes: not in `make test-fast`
+
 pytest_plugins = ["_chstore"]
 
 custom = load_example("custom_agent")

@@ -29,6 +29,8 @@ from agentwatch.collectors.store.schema import (
     TRACES_TABLE,
 )
 
+pytestmark = pytest.mark.integration  # real engines or processes: not in `make test-fast`
+
 TABLES = (TRACES_TABLE, TRACE_ID_TS_TABLE, RUNS_TABLE, TOOL_CALLS_TABLE)
 VIEWS = (TRACE_ID_TS_VIEW, RUNS_VIEW, TOOL_CALLS_VIEW)
 

@@ -30,6 +30,8 @@ from agentwatch.collectors.config.auth import Authenticator, AuthError, Scope
 from agentwatch.collectors.config.settings import CollectorSettings, SettingsError, resolve
 from agentwatch.collectors.service.collector import CollectorService
 
+pytestmark = pytest.mark.integration  # real engines or processes: not in `make test-fast`
+
 pytest_plugins = ["_chstore"]
 
 HEADER_S = 0.5

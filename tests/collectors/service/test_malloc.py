@@ -12,9 +12,12 @@ import pytest
 
 from agentwatch.collectors.service.malloc import limit_arenas
 
-pytestmark = pytest.mark.skipif(
-    not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc", reason="glibc malloc only"
-)
+pytestmark = [
+    pytest.mark.integration,  # real engines or processes: not in `make test-fast`
+    pytest.mark.skipif(
+        not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc", reason="glibc malloc only"
+    ),
+]
 
 # Six threads each allocate a buffer above pymalloc's size (so from malloc) and stay alive together;
 # glibc's malloc_stats() then prints one "Arena N:" block per arena in use.

@@ -16,6 +16,8 @@ from agentwatch.collectors.config.auth import Authenticator
 from agentwatch.collectors.service.read_api import read_routes
 from agentwatch.collectors.store.clickhouse import ClickHouseStore
 
+pytestmark = pytest.mark.integration  # real engines or processes: not in `make test-fast`
+
 with warnings.catch_warnings():
     # starlette asks for the `httpx2` fork; the plain httpx installed here works the same for tests
     warnings.filterwarnings("ignore", category=StarletteDeprecationWarning, message=r"Using `httpx`")

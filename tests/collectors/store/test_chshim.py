@@ -35,6 +35,8 @@ from clickhouse_connect.driver.summary import QuerySummary
 
 from agentwatch.collectors.store.clickhouse import ClickHouseStore, StoreRejected, StoreUnavailable
 
+pytestmark = pytest.mark.integration  # real engines or processes: not in `make test-fast`
+
 USER = "aw"
 PASSWORD = "s3cret:p@ss"
 

@@ -22,7 +22,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from agentwatch.instrumentation import semconv
 
-pytestmark = pytest.mark.slow
+pytestmark = [
+    pytest.mark.integration,  # real engines or processes: not in `make test-fast`
+    pytest.mark.slow,
+]
 
 
 def make_batches(batches: int, per_batch: int) -> list[Sequence[ReadableSpan]]:

@@ -24,6 +24,8 @@ from agentwatch.collectors.store.clickhouse import ClickHouseStore
 from agentwatch.collectors.store.schema import MIGRATIONS, SchemaOptions
 from agentwatch.instrumentation import semconv
 
+pytestmark = pytest.mark.integration  # real engines or processes: not in `make test-fast`
+
 pytest_plugins = ["_chstore"]
 
 # The OpenTelemetry Collector ClickHouse exporter's otel_traces, as ClickHouse reports it

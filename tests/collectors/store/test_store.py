@@ -24,6 +24,8 @@ from agentwatch.collectors.store.clickhouse import (
 )
 from agentwatch.collectors.store.schema import SchemaOptions
 
+pytestmark = pytest.mark.integration  # real engines or processes: not in `make test-fast`
+
 pytest_plugins = ["_chstore"]
 
 PASSWORD = "hunter2:s3cr3t@x"
@@ -197,6 +199,7 @@ def test_a_second_chdb_path_in_one_process_is_a_clear_error(
 _CHILD = """
 import os, sys
 from agentwatch.collectors.store.clickhouse import ClickHouseStore, StoreError
+
 first = ClickHouseStore.open("chdb://./nested/data")
 assert os.path.isdir("nested/data"), "directory not created"
 assert first.ensure_schema() == [1, 2, 3]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -58,20 +57,6 @@ from agentwatch.instrumentation.integrations.openai_agents.state import GUARDRAI
 from agentwatch.instrumentation.integrations.openai_agents.tools import OnDenied
 
 GPT_4O_MINI_COST = 1000 * 0.15 / 1e6 + 100 * 0.60 / 1e6  # one scripted turn: 1,000 in, 100 out
-
-
-@pytest.fixture(autouse=True)
-def close_the_sdk_event_loop() -> Iterator[None]:
-    """``Runner.run_sync`` leaves its event loop open for the next call (by design); close it after each test."""
-    yield
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            loop = asyncio.get_event_loop_policy().get_event_loop()
-    except RuntimeError:  # no loop set (asyncio.run cleared it)
-        return
-    if not loop.is_running():
-        loop.close()
 
 
 @pytest.fixture
