@@ -19,6 +19,8 @@ from _readdata import fleet
 
 from agentwatch.instrumentation import semconv
 
+pytestmark = pytest.mark.integration  # real engines or processes: not in `make test-fast`
+
 ROOT = REPO
 BENCHMARK = ROOT / "benchmarks" / "dashboard_queries.py"
 SPANS = 20_000
@@ -27,7 +29,6 @@ READ_KEYS = """
 import json, sys
 from agentwatch.collectors.store.clickhouse import ClickHouseStore
 
-pytestmark = pytest.mark.integration  # real engines or processes: not in `make test-fast`
 store = ClickHouseStore.open("chdb://" + sys.argv[1])
 rows = store.query(
     "SELECT SpanAttributes['gen_ai.operation.name'] AS op, groupUniqArrayArray(mapKeys(SpanAttributes)) AS keys, "
