@@ -67,6 +67,7 @@ from agentwatch.collectors.store.schema import (
     quote_literal,
 )
 from agentwatch.dashboards.macros import ALL_VALUE, VariableValue, expand_sql
+from agentwatch.dashboards.panels import variable_query
 from agentwatch.instrumentation import semconv
 
 TARGET_P95_MS: Final = 300.0
@@ -615,7 +616,7 @@ def _variable(definition: Mapping[str, Any]) -> Variable:
     return Variable(
         name=str(definition["name"]),
         kind=kind,
-        sql=str(definition["query"]) if kind == "query" else None,
+        sql=variable_query(definition) if kind == "query" else None,
         multi=bool(definition.get("multi")),
         include_all=bool(definition.get("includeAll")),
         custom_all_value=definition.get("allValue") or None,

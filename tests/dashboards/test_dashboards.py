@@ -28,19 +28,24 @@ from typing import Any, Final
 import jsonschema  # type: ignore[import-untyped]  # no stubs in the dev extra
 import pytest
 import yaml
+from _chrows import new_token
 from _collector_proc import CollectorProcess
 from _otlp_clients import http_request, json_request, json_span, random_span_id
 from _paths import REPO
 from _promstack import Prometheus
-from _readdata import Fleet, fleet
+from _readdata import Fleet, fleet, to_rows
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import Link, SpanContext
 
 from agentwatch.collectors import metric_names
 from agentwatch.collectors._examples import load_example
+from agentwatch.collectors.ingest.otlp import encode_rows
 from agentwatch.collectors.store.clickhouse import ClickHouseStore
+from agentwatch.collectors.store.schema import TRACES_TABLE
 from agentwatch.dashboards import dashboards_cli, runs
 from agentwatch.dashboards.common import COLLECTOR_JOB
 from agentwatch.dashboards.datasources import (
@@ -191,9 +196,28 @@ def test_the_generators_names_are_the_collectors_names() -> None:
 # --- Grafana's dashboard schema ----------------------------------------------------------------------
 
 
+def _grafana_schema() -> dict[str, Any]:
+    """The vendored schema with two corrections to its variable model, where it is stricter than Grafana.
+
+    - ``query``: Grafana's dashboard kind says ``query?: string | {...}`` (any object; the SDK types it
+      ``dict[str, object]``), but the generated JSON Schema wants every property of the object to be
+      an object itself, which rejects the ClickHouse plugin's query object (``rawSql`` is a string).
+    - ``definition``: the text Grafana lists a query variable by; its editor writes it on every save,
+      the kind does not list it.
+    """
+    schema: dict[str, Any] = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    properties = schema["definitions"]["VariableModel"]["properties"]
+    as_object = next(branch for branch in properties["query"]["anyOf"] if branch["type"] == "object")
+    assert as_object["additionalProperties"]["type"] == "object", "the vendored schema changed: revisit this"
+    as_object["additionalProperties"] = {}
+    assert "definition" not in properties, "the vendored schema changed: revisit this"
+    properties["definition"] = {"type": "string"}
+    return schema
+
+
 @pytest.fixture(scope="module")
 def schema_validator() -> jsonschema.Draft7Validator:
-    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    schema = _grafana_schema()
     jsonschema.Draft7Validator.check_schema(schema)
     return jsonschema.Draft7Validator(schema)
 
@@ -221,11 +245,29 @@ def _break_refresh(document: dict[str, Any]) -> None:
     document["refresh"] = True
 
 
-@pytest.mark.parametrize("breakage", [_break_unknown_key, _break_grid, _break_variable, _break_refresh])
+def _break_variable_query(document: dict[str, Any]) -> None:
+    document["templating"]["list"][0]["query"] = ["SELECT 1"]
+
+
+def _break_variable_definition(document: dict[str, Any]) -> None:
+    document["templating"]["list"][0]["definition"] = {"rawSql": "SELECT 1"}
+
+
+@pytest.mark.parametrize(
+    "breakage",
+    [
+        _break_unknown_key,
+        _break_grid,
+        _break_variable,
+        _break_refresh,
+        _break_variable_query,
+        _break_variable_definition,
+    ],
+)
 def test_the_schema_check_catches_a_broken_dashboard(
     breakage: Any, schema_validator: jsonschema.Draft7Validator
 ) -> None:
-    document = copy.deepcopy(dashboards()["overview.json"])
+    document = copy.deepcopy(dashboards()["tools.json"])
     assert list(schema_validator.iter_errors(document)) == []
     breakage(document)
     assert list(schema_validator.iter_errors(document)) != []
@@ -258,6 +300,16 @@ def test_template_variables() -> None:
             assert variable["current"]["value"] == ["$__all"], f"{document['uid']} ${name} must default to All"
             expected_type = CLICKHOUSE_DATASOURCE_TYPE if "tenant" in variables else PROMETHEUS_DATASOURCE_TYPE
             assert variable["datasource"]["type"] == expected_type
+            if expected_type == CLICKHOUSE_DATASOURCE_TYPE:
+                # the plugin's variable model (CHVariableQuery): custom SQL, run from rawSql
+                query = variable["query"]
+                assert set(query) == {"queryType", "rawSql", "refId"}, query
+                assert query["queryType"] == "sql"
+                assert query["rawSql"].startswith("SELECT DISTINCT ")
+                assert variable["definition"] == query["rawSql"], "the variable list shows the SQL"
+            else:
+                assert isinstance(variable["query"], str)
+                assert "definition" not in variable
 
 
 def test_panel_ids_are_unique_and_panels_fit_the_grid() -> None:
@@ -316,6 +368,11 @@ def test_clickhouse_datasource_names_the_schema_the_sql_uses() -> None:
     assert traces["otelEnabled"] is True
     assert traces["defaultDatabase"] == clickhouse["jsonData"]["defaultDatabase"]
     assert clickhouse["secureJsonData"]["password"].startswith("${"), "the password comes from the environment"
+    # span events and links in the trace view, from the exporter's nested Events.* / Links.* columns
+    assert traces["traceEventsColumnPrefix"] == "Events"
+    assert traces["traceLinksColumnPrefix"] == "Links"
+    assert traces["flattenNested"] is False
+    assert traces["defaultTable"] + traces["traceTimestampTableSuffix"] == "otel_traces_trace_id_ts"
 
 
 def test_dashboard_provider_reads_the_folder_compose_mounts() -> None:
@@ -393,6 +450,8 @@ def test_run_rows_link_to_their_trace() -> None:
     trace_panel = next(panel for panel in _all_panels(document) if panel["type"] == "traces")
     assert trace_panel["targets"][0]["format"] == 3
     assert trace_panel["targets"][0]["queryType"] == "traces"
+    for columns in (f"{runs.TRACE_EVENTS} AS logs", f"{runs.TRACE_LINKS} AS references"):
+        assert columns in trace_panel["targets"][0]["rawSql"]
 
 
 def test_panel_queries_cover_every_target_and_variable() -> None:
@@ -509,6 +568,81 @@ def test_trace_panel_is_empty_until_a_run_is_picked(store: ClickHouseStore) -> N
     assert _run_sql(store, trace_panel, {**ALL_SELECTED, runs.TRACE_VARIABLE: ""}) == []
     quote_in_the_box = {**ALL_SELECTED, runs.TRACE_VARIABLE: "x' OR 1=1 OR '"}
     assert _run_sql(store, trace_panel, quote_in_the_box) == [], "the trace ID is quoted, never spliced into SQL"
+
+
+def _linked_span_rows(linked_to: Mapping[str, object]) -> tuple[str, list[dict[str, object]]]:
+    """A trace of one span that links to ``linked_to`` (a fleet row), as ``otel_traces`` rows."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": "support-bot"}))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    target = SpanContext(int(str(linked_to["TraceId"]), 16), int(str(linked_to["SpanId"]), 16), is_remote=True)
+    tracer = provider.get_tracer("agentwatch.tests")
+    with tracer.start_as_current_span("retry", links=[Link(target, {"agentwatch.link.reason": "retry of"})]) as span:
+        span.add_event(semconv.EVENT_APPROVAL_REQUESTED, {semconv.EVENT_ATTR_TOOL: "refund.issue"})
+    provider.shutdown()
+    spans = exporter.get_finished_spans()
+    return f"{spans[0].context.trace_id:032x}", to_rows(spans)
+
+
+def _trace_rows(store: ClickHouseStore, trace_id: str) -> list[dict[str, Any]]:
+    """The trace panel's rows for ``trace_id`` (``logs`` and ``references`` are lists of JSON objects)."""
+    rows: list[dict[str, Any]] = []
+    for row in _run_sql(store, _query("Trace of the selected run"), {**ALL_SELECTED, runs.TRACE_VARIABLE: trace_id}):
+        rows.append(dict(row))
+    return rows
+
+
+def test_trace_view_shows_span_events(store: ClickHouseStore) -> None:
+    """Budget, policy and approval events come back as the trace view's ``logs`` of their spans."""
+    data = fleet()
+    expected = {
+        ("acme", "max_tool_calls"): {semconv.EVENT_BUDGET_EXHAUSTED},
+        ("globex", "policy_denied"): {semconv.EVENT_POLICY_DENIED},
+        ("initech", "approval_rejected"): {semconv.EVENT_APPROVAL_REQUESTED, semconv.EVENT_APPROVAL_REJECTED},
+    }
+    for (tenant, stop_reason), names in expected.items():
+        run = data.run(tenant=tenant, stop_reason=stop_reason)
+        rows = _trace_rows(store, run.trace_id)
+        assert len(rows) == run.spans
+        logs = [log for row in rows for log in row["logs"]]
+        assert names <= {log["name"] for log in logs}, logs
+        stored: dict[tuple[str, str], Mapping[str, Any]] = {
+            (str(row["TraceId"]), str(row["SpanId"])): row for row in data.rows if row["TraceId"] == run.trace_id
+        }
+        for row in rows:
+            source = stored[(str(row["traceID"]), str(row["spanID"]))]
+            assert [log["name"] for log in row["logs"]] == list(source["Events.Name"])
+            assert row["references"] == []
+        for log in logs:
+            assert set(log) == {"name", "timestamp", "fields"}
+            assert int(log["timestamp"]) > 0, "milliseconds since the epoch, as the plugin sends them"
+            assert all(set(field) == {"key", "value"} for field in log["fields"])
+    budget_run = data.run(tenant="acme", stop_reason="max_tool_calls")
+    budget = next(
+        log
+        for row in _trace_rows(store, budget_run.trace_id)
+        for log in row["logs"]
+        if log["name"] == semconv.EVENT_BUDGET_EXHAUSTED
+    )
+    fields = {field["key"]: field["value"] for field in budget["fields"]}
+    assert fields[semconv.EVENT_ATTR_BUDGET] == semconv.BudgetName.TOOL_CALLS.value
+    assert {semconv.EVENT_ATTR_LIMIT, semconv.EVENT_ATTR_USED} <= set(fields)
+
+
+def test_trace_view_shows_span_links(store: ClickHouseStore) -> None:
+    """A span's links come back as the trace view's ``references`` (trace, span and link attributes)."""
+    data = fleet()
+    run = data.run(tenant="acme", stop_reason="completed")
+    target = next(row for row in data.rows if row["TraceId"] == run.trace_id and row["ParentSpanId"] == "")
+    trace_id, rows = _linked_span_rows(target)
+    store.insert_json_rows(TRACES_TABLE, encode_rows(rows), dedup_token=new_token())
+    [span] = _trace_rows(store, trace_id)
+    [reference] = span["references"]
+    assert (reference["traceID"], reference["spanID"]) == (target["TraceId"], target["SpanId"])
+    assert reference["tags"] == [{"key": "agentwatch.link.reason", "value": "retry of"}]
+    [log] = span["logs"]
+    assert log["name"] == semconv.EVENT_APPROVAL_REQUESTED
+    assert log["fields"] == [{"key": semconv.EVENT_ATTR_TOOL, "value": "refund.issue"}]
 
 
 def test_explore_trace_link_runs(store: ClickHouseStore) -> None:

@@ -215,13 +215,30 @@ def prometheus_variable(name: str, label: str, query: str) -> dashboard_builders
     )
 
 
+CLICKHOUSE_VARIABLE_QUERY_TYPE: Final = "sql"
+"""``queryType`` of a custom-SQL variable query in the plugin's variable model (``CHVariableQuery``)."""
+
+CLICKHOUSE_VARIABLE_REF_ID: Final = "var"
+"""``refId`` of a variable query (the one the plugin's variable editor gives a query without one)."""
+
+
+def clickhouse_variable_query(raw_sql: str) -> dict[str, object]:
+    """The query object of a ClickHouse template variable, as the plugin's variable support reads it.
+
+    The plugin (v4.19+, ``CHVariableSupport``) stores a variable query as ``CHVariableQuery``:
+    ``queryType`` picks the editor (``sql`` is custom SQL) and the variable resolver runs ``rawSql``
+    only. A plain string is still accepted as legacy, but the editor rewrites it on first save.
+    """
+    return {"queryType": CLICKHOUSE_VARIABLE_QUERY_TYPE, "rawSql": raw_sql, "refId": CLICKHOUSE_VARIABLE_REF_ID}
+
+
 def clickhouse_variable(name: str, label: str, query: str) -> dashboard_builders.QueryVariable:
     """A multi-value variable from a ClickHouse query, "All" selected (the queries drop the condition)."""
     return (
         dashboard_builders.QueryVariable(name)
         .label(label)
         .datasource(clickhouse_ref())
-        .query(sql(query))
+        .query(clickhouse_variable_query(sql(query)))
         .multi(True)
         .include_all(True)
         .current(_all_selected())

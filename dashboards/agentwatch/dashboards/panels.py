@@ -5,7 +5,8 @@
 language: ``promql`` for Prometheus, ``sql`` for ClickHouse. The text is as stored, with Grafana
 variables and ClickHouse-plugin macros unexpanded (``agentwatch.dashboards.macros`` expands them).
 
-Query variables are included with ``kind="variable"``. A Prometheus variable query is Grafana's
+Query variables are included with ``kind="variable"`` (a ClickHouse variable's SQL is the
+``rawSql`` of its query object). A Prometheus variable query is Grafana's
 ``label_values(<selector>, <label>)`` function rather than PromQL; ``variable_promql`` turns it into
 the equivalent PromQL (``count by (<label>) (<selector>)``) for evaluation.
 """
@@ -13,6 +14,7 @@ the equivalent PromQL (``count by (<label>) (<selector>)``) for evaluation.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -51,6 +53,15 @@ def _uid(reference: Any) -> str:
     return uid
 
 
+def variable_query(variable: Mapping[str, Any]) -> str:
+    """A query variable's query text: a string (Prometheus) or the ``rawSql`` of the ClickHouse plugin's object."""
+    query = variable.get("query")
+    text = query.get("rawSql") if isinstance(query, dict) else query
+    if not isinstance(text, str):
+        raise ValueError(f"variable ${variable.get('name')} without a query: {query!r}")
+    return text
+
+
 def queries_of(document: dict[str, Any]) -> list[PanelQuery]:
     """The queries of one rendered dashboard document."""
     dashboard_uid = str(document["uid"])
@@ -59,9 +70,8 @@ def queries_of(document: dict[str, Any]) -> list[PanelQuery]:
         if variable.get("type") != "query":
             continue
         uid = _uid(variable.get("datasource"))
-        found.append(
-            PanelQuery(dashboard_uid, f"${variable['name']}", uid, _language(uid), str(variable["query"]), "variable")
-        )
+        expr = variable_query(variable)
+        found.append(PanelQuery(dashboard_uid, f"${variable['name']}", uid, _language(uid), expr, "variable"))
     panels = [panel for top in document.get("panels") or [] for panel in (top, *(top.get("panels") or []))]
     for panel in panels:
         for target in panel.get("targets") or []:
@@ -90,4 +100,4 @@ def variable_promql(expr: str) -> str:
     return f"count by ({match['label']}) ({selector})"
 
 
-__all__ = ["Kind", "Language", "PanelQuery", "panel_queries", "queries_of", "variable_promql"]
+__all__ = ["Kind", "Language", "PanelQuery", "panel_queries", "queries_of", "variable_promql", "variable_query"]

@@ -8,7 +8,9 @@ order), so a diff of the committed files shows exactly what a code change did.
 The SDK build pinned here writes a few fields that Grafana's current dashboard schema no longer
 has (dashboard ``style``, removed in Grafana 11; a variable ``id`` and the interval-only ``auto*``
 keys on every variable) and ``"options": null`` on panels without options. Grafana ignores them,
-but a schema-valid file is easier to trust, so ``_normalise`` drops them.
+but a schema-valid file is easier to trust, so ``_normalise`` drops them. It adds one field the SDK
+model lacks: a query variable whose query is an object (the ClickHouse plugin's) gets the SQL as
+its ``definition``, the text Grafana lists the variable by (the editor writes it too).
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ def _normalise(document: dict[str, Any]) -> dict[str, Any]:
         for key in _LEGACY_VARIABLE_KEYS:
             if key == "id" or variable.get("type") != "interval":
                 variable.pop(key, None)
+        query = variable.get("query")
+        if isinstance(query, dict) and isinstance(query.get("rawSql"), str):
+            variable["definition"] = query["rawSql"]
     for panel_id, panel in enumerate(_panels(document), start=1):
         panel["id"] = panel_id
         if panel.get("type") != "row" and panel.get("options") is None:

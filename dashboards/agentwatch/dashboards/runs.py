@@ -80,11 +80,33 @@ _RUN_COLUMNS: Final = ", ".join(
 )
 
 
+TRACE_EVENTS: Final = (
+    "arrayMap((name, timestamp, attributes) -> tuple(name, toString(toUnixTimestamp64Milli(timestamp)), "
+    "arrayMap(key -> map('key', key, 'value', attributes[key]), mapKeys(attributes)))"
+    "::Tuple(name String, timestamp String, fields Array(Map(String, String))), "
+    "Events.Name, Events.Timestamp, Events.Attributes)"
+)
+"""The span's events as the trace view's ``logs`` (name, time in ms, attributes as key/value fields).
+
+The expression the plugin generates for an OTel table with events prefix ``Events`` (nested columns,
+not flattened): budget, policy, approval and kill-switch events show on their span.
+"""
+
+TRACE_LINKS: Final = (
+    "arrayMap((traceID, spanID, attributes) -> tuple(traceID, spanID, "
+    "arrayMap(key -> map('key', key, 'value', attributes[key]), mapKeys(attributes)))"
+    "::Tuple(traceID String, spanID String, tags Array(Map(String, String))), "
+    "Links.TraceId, Links.SpanId, Links.Attributes)"
+)
+"""The span's links as the trace view's ``references`` (the plugin's expression for links prefix ``Links``)."""
+
+
 def trace_sql(trace_id: str) -> str:
     """The trace-ID query of Grafana's trace view for ``trace_id`` (a template expression, quoted by Grafana).
 
-    Column aliases are the trace data frame's field names; the lookup table gives the trace's time
-    window so only that part of ``otel_traces`` is read.
+    Column aliases are the trace data frame's field names, span events (``logs``) and links
+    (``references``) included; the lookup table gives the trace's time window so only that part of
+    ``otel_traces`` is read.
     """
     tenant = in_variable(f"SpanAttributes['{semconv.TENANT_ID}']", "tenant")
     return sql(
@@ -103,6 +125,8 @@ def trace_sql(trace_id: str) -> str:
             arrayMap(key -> map('key', key, 'value', SpanAttributes[key]), mapKeys(SpanAttributes)) AS tags,
             arrayMap(key -> map('key', key, 'value', ResourceAttributes[key]), mapKeys(ResourceAttributes))
                 AS serviceTags,
+            {TRACE_EVENTS} AS logs,
+            {TRACE_LINKS} AS references,
             lower(SpanKind) AS kind,
             multiIf(StatusCode = 'Error', 2, StatusCode = 'Ok', 1, 0) AS statusCode,
             StatusMessage AS statusMessage,
@@ -296,4 +320,15 @@ def build() -> Dashboard:
     )
 
 
-__all__ = ["BUDGET_STOP_REASONS", "POLICY_STOP_REASONS", "SLUG", "TITLE", "TRACE_VARIABLE", "UID", "build", "trace_sql"]
+__all__ = [
+    "BUDGET_STOP_REASONS",
+    "POLICY_STOP_REASONS",
+    "SLUG",
+    "TITLE",
+    "TRACE_EVENTS",
+    "TRACE_LINKS",
+    "TRACE_VARIABLE",
+    "UID",
+    "build",
+    "trace_sql",
+]
