@@ -339,6 +339,7 @@ def test_render_trace_shows_durations_dispositions_and_cost(store: ClickHouseSto
     looped_text = render_trace(looped)
     assert "budget=tool_calls" in looped_text.splitlines()[0]
     assert "!budget.exhausted" in looped_text
+    assert looped.run is not None
     assert looped_text.count("step support") == looped.run.steps
     # the tree is indented: grandchildren sit deeper than children
     assert "│  ├─ chat" in looped_text or "   ├─ chat" in looped_text

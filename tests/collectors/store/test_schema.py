@@ -29,7 +29,9 @@ pytestmark = pytest.mark.integration  # real engines or processes: not in `make 
 pytest_plugins = ["_chstore"]
 
 # The OpenTelemetry Collector ClickHouse exporter's otel_traces, as ClickHouse reports it
-# (Nested columns flattened to arrays), copied from the exporter's CREATE TABLE.
+# (Nested columns flattened to arrays), copied from the exporter's CREATE TABLE
+# (internal/sqltemplates/traces_table.sql as of PR #50878; EXPORTER_TRACES_DDL in
+# test_schema_check.py is the statement itself, and a test there compares the two tables).
 EXPORTER_COLUMNS = [
     ("Timestamp", "DateTime64(9)", "CODEC(Delta(8), ZSTD(1))"),
     ("TraceId", "String", "CODEC(ZSTD(1))"),
@@ -43,7 +45,7 @@ EXPORTER_COLUMNS = [
     ("ScopeName", "String", "CODEC(ZSTD(1))"),
     ("ScopeVersion", "String", "CODEC(ZSTD(1))"),
     ("SpanAttributes", "Map(LowCardinality(String), String)", "CODEC(ZSTD(1))"),
-    ("Duration", "UInt64", "CODEC(ZSTD(1))"),
+    ("Duration", "UInt64", "CODEC(T64, ZSTD(1))"),
     ("StatusCode", "LowCardinality(String)", "CODEC(ZSTD(1))"),
     ("StatusMessage", "String", "CODEC(ZSTD(1))"),
     ("Events.Timestamp", "Array(DateTime64(9))", "CODEC(ZSTD(1))"),
@@ -53,6 +55,12 @@ EXPORTER_COLUMNS = [
     ("Links.SpanId", "Array(String)", "CODEC(ZSTD(1))"),
     ("Links.TraceState", "Array(String)", "CODEC(ZSTD(1))"),
     ("Links.Attributes", "Array(Map(LowCardinality(String), String))", "CODEC(ZSTD(1))"),
+]
+
+_ITEMS = "arrayMap(kv -> concat(kv.1, '=', kv.2), CAST({}, 'Array(Tuple(String, String))'))"
+EXPORTER_ALIASES = [
+    ("ResourceAttributeItems", "Array(String)", _ITEMS.format("ResourceAttributes")),
+    ("SpanAttributeItems", "Array(String)", _ITEMS.format("SpanAttributes")),
 ]
 
 EXPORTER_INDEXES = [
@@ -88,10 +96,15 @@ def _insert(store: ClickHouseStore, rows: list[dict[str, object]], token: str | 
 
 def test_otel_traces_columns_are_exactly_the_exporters(clickhouse_store: ClickHouseStore) -> None:
     rows = clickhouse_store.query(
-        "SELECT name, type, compression_codec FROM system.columns "
+        "SELECT name, type, compression_codec, default_kind, default_expression FROM system.columns "
         "WHERE database = currentDatabase() AND table = 'otel_traces' ORDER BY position"
     )
-    assert [(r["name"], r["type"], r["compression_codec"]) for r in rows] == EXPORTER_COLUMNS
+    stored = [r for r in rows if r["default_kind"] != "ALIAS"]
+    assert [(r["name"], r["type"], r["compression_codec"]) for r in stored] == EXPORTER_COLUMNS
+    aliases = [(r["name"], r["type"], r["default_expression"]) for r in rows if r["default_kind"] == "ALIAS"]
+    assert aliases == EXPORTER_ALIASES
+    assert [name for name, _, _ in schema.OTEL_TRACES_ALIASES] == [name for name, _, _ in EXPORTER_ALIASES]
+    assert [r["name"] for r in rows] == [name for name, _, _ in EXPORTER_COLUMNS + EXPORTER_ALIASES]  # their order
     assert list(schema.JSON_ROW_KEYS) == [name for name, _, _ in EXPORTER_COLUMNS]
     top_level = [(name, type_) for name, type_ in schema.OTEL_TRACES_COLUMNS]
     assert top_level[:15] == [(name, type_) for name, type_, _ in EXPORTER_COLUMNS[:15]]
@@ -234,8 +247,8 @@ def test_trace_id_lookup_table_and_view(clickhouse_store: ClickHouseStore) -> No
 
 def test_apply_is_versioned_and_idempotent(clickhouse_engine: ClickHouseStore, clickhouse_database: str) -> None:
     options = SchemaOptions(database=clickhouse_database)
-    assert [m.version for m in clickhouse_engine.pending_migrations(options)] == [1, 2, 3]
-    assert clickhouse_engine.ensure_schema(options) == [1, 2, 3]
+    assert [m.version for m in clickhouse_engine.pending_migrations(options)] == [1, 2, 3, 4]
+    assert clickhouse_engine.ensure_schema(options) == [1, 2, 3, 4]
     assert clickhouse_engine.ensure_schema(options) == []
     assert clickhouse_engine.pending_migrations(options) == []
     recorded = clickhouse_engine.query(
@@ -264,7 +277,7 @@ def test_apply_is_versioned_and_idempotent(clickhouse_engine: ClickHouseStore, c
 def test_apply_creates_a_missing_database(clickhouse_engine: ClickHouseStore) -> None:
     options = SchemaOptions(database=f"t_missing_{new_span_id()}")
     try:
-        assert clickhouse_engine.ensure_schema(options) == [1, 2, 3]
+        assert clickhouse_engine.ensure_schema(options) == [1, 2, 3, 4]
         assert count(clickhouse_engine, f"{options.database}.otel_traces") == 0
     finally:
         clickhouse_engine.command(f"DROP DATABASE IF EXISTS {options.database} SYNC")

@@ -59,7 +59,7 @@ def _schema(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from agentwatch.collectors.store.clickhouse import ClickHouseStore, StoreError, redacted_url
-    from agentwatch.collectors.store.schema import SchemaOptions, render
+    from agentwatch.collectors.store.schema import LATEST_VERSION, SchemaOptions, render
 
     options = SchemaOptions(
         database=args.database or "default",
@@ -67,6 +67,23 @@ def _schema(args: argparse.Namespace) -> int:
         traces_ttl_days=args.traces_ttl_days,
         runs_ttl_days=args.runs_ttl_days,
     )
+    if args.check:
+        from agentwatch.collectors.store.schema_check import check
+
+        try:
+            store = ClickHouseStore.open(args.clickhouse, database=args.database)
+            try:
+                findings = check(store, replace(options, database=store.database))
+            finally:
+                store.close()
+        except (StoreError, ValueError) as exc:  # unreachable, refused, or not a store URL
+            print(f"agentwatch schema: {redacted_url(args.clickhouse)}: {exc}", file=sys.stderr)
+            return 2
+        for finding in findings:
+            print(finding)
+        if not findings:
+            print(f"schema is as expected (version {LATEST_VERSION})")
+        return 1 if findings else 0
     if args.apply:
         store = ClickHouseStore.open(args.clickhouse, database=args.database)
         try:
@@ -156,11 +173,17 @@ def _add_collector(commands: argparse._SubParsersAction[argparse.ArgumentParser]
             collector.add_argument(flag, default=None, metavar=name.upper(), help=help_text.get(name))
     collector.set_defaults(handler=_collector)
 
-    schema = commands.add_parser("schema", help="print or apply the ClickHouse schema migrations")
+    schema = commands.add_parser("schema", help="print, apply or check the ClickHouse schema migrations")
     action = schema.add_mutually_exclusive_group(required=True)
     action.add_argument("--print", action="store_true", help="print the DDL")
     action.add_argument("--apply", action="store_true", help="apply pending migrations to --clickhouse")
-    schema.add_argument("--clickhouse", default="chdb://./agentwatch-data", help="store URL (for --apply)")
+    action.add_argument(
+        "--check",
+        action="store_true",
+        help="compare --clickhouse with the schema (pending migrations, a foreign otel_traces sort key or TTL, "
+        "missing columns): one line per difference; exit 0 as expected, 1 differences, 2 errors",
+    )
+    schema.add_argument("--clickhouse", default="chdb://./agentwatch-data", help="store URL (for --apply, --check)")
     schema.add_argument("--database", default=None, help="default: the database of --clickhouse, else 'default'")
     schema.add_argument("--cluster", default=None, metavar="NAME", help="ON CLUSTER variant: Replicated + Distributed")
     schema.add_argument("--traces-ttl-days", type=int, default=30)

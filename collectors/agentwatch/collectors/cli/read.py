@@ -1,10 +1,13 @@
-"""``agentwatch runs`` and ``agentwatch trace RUN_ID``: read runs and traces from a collector or a store.
+"""``agentwatch runs`` and ``agentwatch trace ID``: read runs and traces from a collector or a store.
+
+``trace`` takes a run id or a trace id (32 hex digits: any stored trace, foreign spans included) and
+shows captured content (redacted at ingest) with ``--content``.
 
 An embedded (chDB) store belongs to one process, so while a collector runs the CLI asks its read
 API (``--collector URL``, token from ``--token`` or ``AGENTWATCH_TOKEN``); with no collector it opens
 the store itself (``--clickhouse URL``). With neither flag it tries the local collector first, then
 the default embedded store. Output is a table (``--json`` for machines, the read API's JSON shape).
-Exit codes: 0 ok, 1 run not found, 2 usage or connection error (one line on stderr, no traceback).
+Exit codes: 0 ok, 1 run or trace not found, 2 usage or connection error (one line on stderr, no traceback).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from agentwatch.collectors.read.filters import InvalidQuery, RunFilter, parse_li
 from agentwatch.collectors.read.models import RunSummary, TraceView
 from agentwatch.collectors.read.render import render_runs, render_trace
 from agentwatch.collectors.read.runs import list_runs
-from agentwatch.collectors.read.traces import get_trace
+from agentwatch.collectors.read.traces import get_trace, is_trace_id
 
 DEFAULT_COLLECTOR: Final = "http://127.0.0.1:4318"
 TOKEN_ENV: Final = "AGENTWATCH_TOKEN"
@@ -54,7 +57,7 @@ class Source(Protocol):
 
     def runs(self, params: dict[str, str], flt: RunFilter) -> list[RunSummary]: ...
 
-    def trace(self, run_id: str, tenant: str | None) -> TraceView | None: ...
+    def trace(self, run_id: str, tenant: str | None, content: bool = False) -> TraceView | None: ...
 
     def close(self) -> None: ...
 
@@ -102,8 +105,11 @@ class CollectorSource:
             raise ReadError(f"{self.description} has no read API (/api/v1/runs answered 404)")
         return [RunSummary.from_dict(row) for row in document.get("runs", [])]
 
-    def trace(self, run_id: str, tenant: str | None) -> TraceView | None:
+    def trace(self, run_id: str, tenant: str | None, content: bool = False) -> TraceView | None:
+        """By run id or trace id (the read API's trace route takes either)."""
         params = {"tenant": tenant} if tenant else {}
+        if content:
+            params["content"] = "true"
         document = self.get_document(f"/api/v1/runs/{urllib.parse.quote(run_id, safe='')}/trace", params)
         return TraceView.from_dict(document["trace"]) if document is not None else None
 
@@ -145,8 +151,8 @@ class StoreSource:
         result: list[RunSummary] = self.run_query(lambda: list_runs(self.store, flt))
         return result
 
-    def trace(self, run_id: str, tenant: str | None) -> TraceView | None:
-        result: TraceView | None = self.run_query(lambda: get_trace(self.store, run_id, tenant=tenant))
+    def trace(self, run_id: str, tenant: str | None, content: bool = False) -> TraceView | None:
+        result: TraceView | None = self.run_query(lambda: get_trace(self.store, run_id, tenant=tenant, content=content))
         return result
 
     def close(self) -> None:
@@ -269,16 +275,17 @@ def runs_command(args: argparse.Namespace) -> int:
 
 
 def trace_command(args: argparse.Namespace) -> int:
-    """``agentwatch trace RUN_ID``: the run's spans as a tree."""
+    """``agentwatch trace ID``: a run's (or any trace's) spans as a tree; ``--content`` adds captured content."""
 
     def body(source: Source) -> int:
-        view = source.trace(args.run_id, args.tenant)
+        view = source.trace(args.run_id, args.tenant, content=args.content)
         if view is None:
-            return _fail("trace", f"no run {args.run_id!r} in {source.description}", EXIT_NOT_FOUND)
+            what = "run or trace" if is_trace_id(args.run_id) else "run"
+            return _fail("trace", f"no {what} {args.run_id!r} in {source.description}", EXIT_NOT_FOUND)
         if args.json:
             print(json.dumps({"trace": view.to_dict()}, indent=2))
         else:
-            print(render_trace(view))
+            print(render_trace(view, content=args.content))
         return EXIT_OK
 
     return _run_command("trace", args, body)
@@ -314,8 +321,17 @@ def add_read_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
     _add_source_flags(runs)
     runs.set_defaults(handler=runs_command)
 
-    trace = subparsers.add_parser("trace", help="show one run's trace as a tree", description=source_note)
-    trace.add_argument("run_id", metavar="RUN_ID")
+    trace = subparsers.add_parser(
+        "trace",
+        help="show a run's trace (or any trace by its trace id) as a tree",
+        description="ID is a run id or a trace id (32 hex digits; any stored trace, foreign spans too). " + source_note,
+    )
+    trace.add_argument("run_id", metavar="ID", help="a run id or a trace id")
+    trace.add_argument(
+        "--content",
+        action="store_true",
+        help="show captured content (inputs, outputs, tool arguments and results; redacted at ingest)",
+    )
     _add_source_flags(trace)
     trace.set_defaults(handler=trace_command)
 

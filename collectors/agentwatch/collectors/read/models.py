@@ -22,6 +22,20 @@ def from_ns(nanos: int) -> datetime:
     return datetime.fromtimestamp(nanos // 1_000_000_000, UTC) + timedelta(microseconds=(nanos % 1_000_000_000) // 1000)
 
 
+# Attributes of other GenAI dialects, as their instrumentations emit them (stored unchanged), that the
+# trace tree reads and renders.
+OPENINFERENCE_SPAN_KIND: Final = "openinference.span.kind"
+OPENINFERENCE_MODEL: Final = "llm.model_name"
+OPENINFERENCE_PROMPT_TOKENS: Final = "llm.token_count.prompt"
+OPENINFERENCE_COMPLETION_TOKENS: Final = "llm.token_count.completion"
+OPENINFERENCE_TOOL_NAME: Final = "tool.name"
+TRACELOOP_SPAN_KIND: Final = "traceloop.span.kind"
+TRACELOOP_ENTITY_NAME: Final = "traceloop.entity.name"
+# older GenAI conventions (OpenLLMetry, OpenLIT before gen_ai.usage.input_tokens)
+GEN_AI_USAGE_PROMPT_TOKENS: Final = "gen_ai.usage.prompt_tokens"
+GEN_AI_USAGE_COMPLETION_TOKENS: Final = "gen_ai.usage.completion_tokens"
+
+
 @dataclass(frozen=True, slots=True)
 class RunSummary:
     """One row of ``agent_runs``. ``input``/``output`` (captured content) only when read (``get_run``, replay)."""
@@ -93,7 +107,11 @@ class TraceEvent:
 
 @dataclass(slots=True)
 class TraceNode:
-    """One span of a trace tree. ``kind`` is run/step/llm/tool/other; ``attributes`` holds only the key ones."""
+    """One span of a trace tree. ``kind`` is run/step/llm/tool/other; ``attributes`` holds only the key ones.
+
+    ``content`` holds the captured content attributes (inputs, outputs, tool arguments and results, as
+    redacted at ingest) only when the trace was read with ``content=True``; empty otherwise.
+    """
 
     span_id: str
     parent_span_id: str
@@ -108,6 +126,7 @@ class TraceNode:
     attributes: dict[str, str]
     events: list[TraceEvent] = field(default_factory=list)
     children: list[TraceNode] = field(default_factory=list)
+    content: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -124,6 +143,7 @@ class TraceNode:
             "attributes": dict(self.attributes),
             "events": [event.to_dict() for event in self.events],
             "children": [child.to_dict() for child in self.children],
+            "content": dict(self.content),
         }
 
     @classmethod
@@ -142,6 +162,7 @@ class TraceNode:
             attributes=dict(data["attributes"]),
             events=[TraceEvent.from_dict(event) for event in data["events"]],
             children=[TraceNode.from_dict(child) for child in data["children"]],
+            content=dict(data.get("content") or {}),
         )
 
     def walk(self) -> Iterable[TraceNode]:
@@ -153,10 +174,14 @@ class TraceNode:
 
 @dataclass(slots=True)
 class TraceView:
-    """A run's whole trace as a tree; ``roots`` are spans whose parent is absent (normally the run span)."""
+    """A whole trace as a tree; ``roots`` are spans whose parent is absent (normally the run span).
+
+    ``run`` is the run the trace was found by, or the trace's outermost agentwatch run when it was found
+    by its trace id; None for a trace without agentwatch runs (foreign spans only).
+    """
 
     trace_id: str
-    run: RunSummary
+    run: RunSummary | None
     start_time: datetime
     duration_ms: float
     span_count: int
@@ -166,7 +191,7 @@ class TraceView:
     def to_dict(self) -> dict[str, Any]:
         return {
             "trace_id": self.trace_id,
-            "run": self.run.to_dict(),
+            "run": self.run.to_dict() if self.run is not None else None,
             "start_time": iso_utc(self.start_time),
             "duration_ms": self.duration_ms,
             "span_count": self.span_count,
@@ -178,7 +203,7 @@ class TraceView:
     def from_dict(cls, data: Mapping[str, Any]) -> TraceView:
         return cls(
             trace_id=data["trace_id"],
-            run=RunSummary.from_dict(data["run"]),
+            run=RunSummary.from_dict(data["run"]) if data.get("run") is not None else None,
             start_time=datetime.fromisoformat(data["start_time"]),
             duration_ms=float(data["duration_ms"]),
             span_count=int(data["span_count"]),
@@ -258,7 +283,16 @@ def run_from_row(row: Mapping[str, Any]) -> RunSummary:
 
 
 __all__ = [
+    "GEN_AI_USAGE_COMPLETION_TOKENS",
+    "GEN_AI_USAGE_PROMPT_TOKENS",
+    "OPENINFERENCE_COMPLETION_TOKENS",
+    "OPENINFERENCE_MODEL",
+    "OPENINFERENCE_PROMPT_TOKENS",
+    "OPENINFERENCE_SPAN_KIND",
+    "OPENINFERENCE_TOOL_NAME",
     "RUN_COLUMNS",
+    "TRACELOOP_ENTITY_NAME",
+    "TRACELOOP_SPAN_KIND",
     "RunSummary",
     "Stats",
     "TraceEvent",

@@ -4,9 +4,28 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import UTC
+from typing import Final
 
-from agentwatch.collectors.read.models import RunSummary, Stats, TraceNode, TraceView, iso_utc
+from agentwatch.collectors.read.models import (
+    GEN_AI_USAGE_COMPLETION_TOKENS,
+    GEN_AI_USAGE_PROMPT_TOKENS,
+    OPENINFERENCE_COMPLETION_TOKENS,
+    OPENINFERENCE_MODEL,
+    OPENINFERENCE_PROMPT_TOKENS,
+    OPENINFERENCE_SPAN_KIND,
+    OPENINFERENCE_TOOL_NAME,
+    TRACELOOP_ENTITY_NAME,
+    TRACELOOP_SPAN_KIND,
+    RunSummary,
+    Stats,
+    TraceNode,
+    TraceView,
+    iso_utc,
+)
 from agentwatch.instrumentation import semconv
+
+CONTENT_WIDTH: Final = 160
+"""How much of one captured-content value ``render_trace(content=True)`` prints on its line."""
 
 
 def format_duration_ms(milliseconds: float) -> str:
@@ -90,11 +109,56 @@ def _cost(attributes: Mapping[str, str], key: str) -> str:
         return raw or ""
 
 
-def describe(node: TraceNode) -> str:
-    """The key facts of one span on one line: disposition and rule of a tool, model/tokens/cost of an LLM call ..."""
+def _first(attributes: Mapping[str, str], *keys: str) -> str:
+    return next((attributes[key] for key in keys if attributes.get(key)), "")
+
+
+def _tokens(a: Mapping[str, str]) -> str:
+    """``tokens=IN/OUT`` from the GenAI conventions, OpenInference or the older GenAI names; "" without any."""
+    for input_key, output_key in (
+        (semconv.GEN_AI_USAGE_INPUT_TOKENS, semconv.GEN_AI_USAGE_OUTPUT_TOKENS),
+        (OPENINFERENCE_PROMPT_TOKENS, OPENINFERENCE_COMPLETION_TOKENS),
+        (GEN_AI_USAGE_PROMPT_TOKENS, GEN_AI_USAGE_COMPLETION_TOKENS),
+    ):
+        if input_key in a or output_key in a:
+            return f"tokens={a.get(input_key, '0')}/{a.get(output_key, '0')}"
+    return ""
+
+
+def _dialect_parts(node: TraceNode) -> list[str]:
+    """What a foreign span says about itself: its GenAI operation, OpenInference or Traceloop kind, entity."""
     a = node.attributes
     parts: list[str] = []
-    if node.kind == "run":
+    if node.kind == "other" and a.get(semconv.GEN_AI_OPERATION_NAME):
+        parts.append(f"op={a[semconv.GEN_AI_OPERATION_NAME]}")
+    if a.get(OPENINFERENCE_SPAN_KIND):
+        parts.append(f"openinference={a[OPENINFERENCE_SPAN_KIND]}")
+    traceloop = "/".join(filter(None, (a.get(TRACELOOP_SPAN_KIND), a.get(TRACELOOP_ENTITY_NAME))))
+    if traceloop:
+        parts.append(f"traceloop={traceloop}")
+    if node.kind == "other" and a.get(semconv.GEN_AI_AGENT_NAME):
+        parts.append(f"agent={a[semconv.GEN_AI_AGENT_NAME]}")
+    return parts
+
+
+def _event_parts(node: TraceNode) -> list[str]:
+    """Span events by name (agentwatch's without their prefix), a repeated name once with its count."""
+    counts: dict[str, int] = {}
+    for event in node.events:
+        name = event.name.removeprefix("agentwatch.")
+        counts[name] = counts.get(name, 0) + 1
+    return [f"!{name}" + (f"×{count}" if count > 1 else "") for name, count in counts.items()]
+
+
+def describe(node: TraceNode) -> str:
+    """The key facts of one span on one line: disposition and rule of a tool, model/tokens/cost of an LLM call ...
+
+    Foreign spans (any GenAI dialect or plain OTel) show what their dialect says: model and tokens of
+    an LLM call, a tool's name, the OpenInference or Traceloop span kind, a non-internal span kind.
+    """
+    a = node.attributes
+    parts: list[str] = []
+    if node.kind == "run" and (semconv.RUN_ID in a or semconv.STOP_REASON in a):
         parts.append(f"stop={_short(a, semconv.STOP_REASON) or '?'}")
         if a.get(semconv.BUDGET_EXHAUSTED):
             parts.append(f"budget={a[semconv.BUDGET_EXHAUSTED]}")
@@ -107,21 +171,27 @@ def describe(node: TraceNode) -> str:
             )
         if semconv.RUN_COST_USD in a:
             parts.append(f"cost={_cost(a, semconv.RUN_COST_USD)}")
+    elif node.kind == "run":  # another instrumentation's agent span
+        if a.get(semconv.GEN_AI_AGENT_NAME):
+            parts.append(f"agent={a[semconv.GEN_AI_AGENT_NAME]}")
+        if _tokens(a):
+            parts.append(_tokens(a))
     elif node.kind == "step":
         parts.append(f"#{_short(a, semconv.STEP_INDEX)}")
     elif node.kind == "llm":
-        model = a.get(semconv.GEN_AI_RESPONSE_MODEL) or a.get(semconv.GEN_AI_REQUEST_MODEL, "")
+        model = _first(a, semconv.GEN_AI_RESPONSE_MODEL, semconv.GEN_AI_REQUEST_MODEL, OPENINFERENCE_MODEL)
         if model:
             parts.append(f"model={model}")
-        if semconv.GEN_AI_USAGE_INPUT_TOKENS in a:
-            parts.append(
-                f"tokens={a[semconv.GEN_AI_USAGE_INPUT_TOKENS]}/{a.get(semconv.GEN_AI_USAGE_OUTPUT_TOKENS, '0')}"
-            )
+        if _tokens(a):
+            parts.append(_tokens(a))
         if semconv.COST_USD in a:
             parts.append(f"cost={_cost(a, semconv.COST_USD)}")
         elif a.get(semconv.COST_UNPRICED) == "true":
             parts.append("cost=unpriced")
     elif node.kind == "tool":
+        tool = _first(a, semconv.GEN_AI_TOOL_NAME, OPENINFERENCE_TOOL_NAME, TRACELOOP_ENTITY_NAME)
+        if tool and tool not in node.name:
+            parts.append(f"tool={tool}")
         decision = "/".join(filter(None, (a.get(semconv.TOOL_DISPOSITION), a.get(semconv.TOOL_OUTCOME))))
         if decision:
             parts.append(decision)
@@ -129,24 +199,42 @@ def describe(node: TraceNode) -> str:
             parts.append(f"rule={a[semconv.POLICY_RULE]}")
         if a.get(semconv.TOOL_RISK):
             parts.append(f"risk={a[semconv.TOOL_RISK]}")
+    parts.extend(_dialect_parts(node))
+    if node.span_kind not in ("Internal", "Unspecified", ""):
+        parts.append(f"({node.span_kind.lower()})")
     if node.status == "Error":
         parts.append(f"ERROR {a.get(semconv.ERROR_TYPE) or node.status_message}".rstrip())
-    parts.extend(
-        f"!{event.name.removeprefix('agentwatch.')}" for event in node.events if event.name.startswith("agentwatch.")
-    )
+    parts.extend(_event_parts(node))
     return "  ".join(parts)
 
 
-def render_trace(view: TraceView) -> str:
-    """An indented tree with start offsets and durations (what ``agentwatch trace`` prints)."""
+def _one_line(value: str, width: int) -> str:
+    """A content value on one line (line breaks shown as ``\\n``), cut to ``width`` characters with ``…``."""
+    flat = value.replace("\r", "").replace("\n", "\\n")
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def render_trace(view: TraceView, *, content: bool = False, content_width: int = CONTENT_WIDTH) -> str:
+    """An indented tree with start offsets and durations (what ``agentwatch trace`` prints).
+
+    With ``content=True`` each span's captured content (as redacted at ingest) follows its line, one
+    attribute a line, cut to ``content_width`` characters.
+    """
     run = view.run
-    lines = [
-        f"run {run.run_id}  agent={run.agent} version={run.version or '-'} track={run.track} "
-        f"tenant={run.tenant or '-'}  stop={run.stop_reason}"
-        + (f" budget={run.budget_exhausted}" if run.budget_exhausted else "")
-        + f"  cost={format_usd(run.cost_usd)}",
+    lines: list[str] = []
+    if run is not None:
+        lines.append(
+            f"run {run.run_id}  agent={run.agent} version={run.version or '-'} track={run.track} "
+            f"tenant={run.tenant or '-'}  stop={run.stop_reason}"
+            + (f" budget={run.budget_exhausted}" if run.budget_exhausted else "")
+            + f"  cost={format_usd(run.cost_usd)}"
+        )
+    services = sorted({node.service_name for node in view.nodes() if node.service_name})
+    lines += [
         f"trace {view.trace_id}  {view.span_count} spans  {format_duration_ms(view.duration_ms)}  "
-        f"started {iso_utc(view.start_time)}" + ("  (truncated)" if view.truncated else ""),
+        f"started {iso_utc(view.start_time)}"
+        + (f"  services={','.join(services)}" if run is None and services else "")
+        + ("  (truncated)" if view.truncated else ""),
         "",
         f"{'START':>10} {'DURATION':>10}  SPAN",
     ]
@@ -157,6 +245,10 @@ def render_trace(view: TraceView) -> str:
         timing = f"{format_duration_ms(node.start_offset_ms):>10} {format_duration_ms(node.duration_ms):>10}"
         lines.append(f"{timing}  {label}" + (f"  {detail}" if detail else ""))
         child_prefix = prefix + ("" if not branch else ("│  " if branch == "├─ " else "   "))
+        if content and node.content:
+            under = child_prefix + ("│  " if node.children else "   ")
+            for key, value in node.content.items():
+                lines.append(f"{'':>21}  {under}» {key}: {_one_line(value, content_width)}")
         for index, child in enumerate(node.children):
             emit(child, child_prefix, "└─ " if index == len(node.children) - 1 else "├─ ")
 
@@ -258,6 +350,7 @@ def render_stats(view: Stats) -> str:
 
 
 __all__ = [
+    "CONTENT_WIDTH",
     "describe",
     "format_duration_ms",
     "format_usd",

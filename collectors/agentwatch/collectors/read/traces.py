@@ -1,4 +1,10 @@
-"""One run's trace as a tree of its spans: ``get_trace``, with ``build_tree`` and ``span_kind_of``."""
+"""A trace as a tree of its spans: ``get_trace`` (by run id or trace id), with ``build_tree`` and ``span_kind_of``.
+
+Any stored trace reads back, agentwatch's own spans and foreign ones alike (the OTel GenAI
+conventions, OpenInference, Traceloop/OpenLLMetry or plain OTel): each node keeps the attributes
+that matter for its dialect and, when asked (``content=True``), the captured content, which the
+collector redacted at ingest.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +12,23 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from agentwatch.collectors.read.filters import StoreReader
-from agentwatch.collectors.read.models import TraceEvent, TraceNode, TraceView, from_ns
+from agentwatch.collectors.read.filters import StoreReader, check_text
+from agentwatch.collectors.read.models import (
+    GEN_AI_USAGE_COMPLETION_TOKENS,
+    GEN_AI_USAGE_PROMPT_TOKENS,
+    OPENINFERENCE_COMPLETION_TOKENS,
+    OPENINFERENCE_MODEL,
+    OPENINFERENCE_PROMPT_TOKENS,
+    OPENINFERENCE_SPAN_KIND,
+    OPENINFERENCE_TOOL_NAME,
+    TRACELOOP_ENTITY_NAME,
+    TRACELOOP_SPAN_KIND,
+    RunSummary,
+    TraceEvent,
+    TraceNode,
+    TraceView,
+    from_ns,
+)
 from agentwatch.collectors.read.runs import get_run
 from agentwatch.collectors.store.schema import TRACE_ID_TS_TABLE, TRACES_TABLE
 from agentwatch.instrumentation import semconv
@@ -19,8 +40,60 @@ MAX_TRACE_SPANS: Final = 10_000
 _TENANT_KEY_SQL: Final = f"SpanAttributes['{semconv.TENANT_ID}']"
 assert re.fullmatch(r"[a-z_.]+", semconv.TENANT_ID)
 
+_TRACE_ID = re.compile(r"[0-9a-fA-F]{32}")
+_NULL_TRACE_ID: Final = "0" * 32
+
 # Standard GenAI operation names of model calls (semconv pins only `chat`; runtimes emit the others).
 _LLM_OPERATIONS: Final = frozenset({semconv.OP_CHAT, "text_completion", "generate_content", "embeddings"})
+
+_OPENINFERENCE_LLM_KINDS: Final = frozenset({"LLM", "EMBEDDING"})
+
+# The attributes that matter for a span of any dialect, kept on every node where present.
+_DIALECT_ATTRIBUTES: Final = (
+    semconv.GEN_AI_OPERATION_NAME,
+    semconv.GEN_AI_PROVIDER_NAME,
+    "gen_ai.system",
+    semconv.GEN_AI_AGENT_NAME,
+    semconv.GEN_AI_REQUEST_MODEL,
+    semconv.GEN_AI_RESPONSE_MODEL,
+    semconv.GEN_AI_USAGE_INPUT_TOKENS,
+    semconv.GEN_AI_USAGE_OUTPUT_TOKENS,
+    GEN_AI_USAGE_PROMPT_TOKENS,
+    GEN_AI_USAGE_COMPLETION_TOKENS,
+    semconv.GEN_AI_RESPONSE_FINISH_REASONS,
+    semconv.GEN_AI_TOOL_NAME,
+    semconv.GEN_AI_TOOL_CALL_ID,
+    OPENINFERENCE_SPAN_KIND,
+    OPENINFERENCE_MODEL,
+    "llm.provider",
+    "llm.system",
+    OPENINFERENCE_PROMPT_TOKENS,
+    OPENINFERENCE_COMPLETION_TOKENS,
+    "llm.token_count.total",
+    OPENINFERENCE_TOOL_NAME,
+    TRACELOOP_SPAN_KIND,
+    TRACELOOP_ENTITY_NAME,
+    "traceloop.workflow.name",
+    "llm.request.type",
+    semconv.ERROR_TYPE,
+)
+
+# Captured content (opt-in at the source, redacted at ingest): shown only with content=True.
+CONTENT_ATTRIBUTES: Final = (
+    semconv.RUN_INPUT,
+    semconv.RUN_OUTPUT,
+    "gen_ai.system_instructions",
+    semconv.GEN_AI_INPUT_MESSAGES,
+    semconv.GEN_AI_OUTPUT_MESSAGES,
+    semconv.GEN_AI_TOOL_CALL_ARGUMENTS,
+    semconv.GEN_AI_TOOL_CALL_RESULT,
+    "input.value",
+    "output.value",
+    "traceloop.entity.input",
+    "traceloop.entity.output",
+)
+# flattened message lists: OpenInference llm.input_messages.0.message.content, Traceloop gen_ai.prompt.0.content
+_CONTENT_PREFIXES: Final = ("llm.input_messages.", "llm.output_messages.", "gen_ai.prompt.", "gen_ai.completion.")
 
 _KEY_ATTRIBUTES: Final[dict[str, tuple[str, ...]]] = {
     "run": (
@@ -74,7 +147,11 @@ _KEY_ATTRIBUTES: Final[dict[str, tuple[str, ...]]] = {
 
 
 def span_kind_of(attributes: Mapping[str, str]) -> str:
-    """run/step/llm/tool/other from ``gen_ai.operation.name`` (a model name alone also means an LLM call)."""
+    """run/step/llm/tool/other from ``gen_ai.operation.name`` (a model name alone also means an LLM call).
+
+    Without an operation name, OpenInference's ``openinference.span.kind`` (LLM, EMBEDDING, TOOL) and
+    Traceloop's ``traceloop.span.kind`` (tool) say it; any other span is ``other``.
+    """
     operation = attributes.get(semconv.GEN_AI_OPERATION_NAME, "")
     if operation == semconv.OP_INVOKE_AGENT:
         return "run"
@@ -82,9 +159,25 @@ def span_kind_of(attributes: Mapping[str, str]) -> str:
         return "step"
     if operation == semconv.OP_EXECUTE_TOOL:
         return "tool"
-    if operation in _LLM_OPERATIONS or (not operation and semconv.GEN_AI_REQUEST_MODEL in attributes):
+    if operation in _LLM_OPERATIONS:
+        return "llm"
+    if operation:
+        return "other"
+    openinference = attributes.get(OPENINFERENCE_SPAN_KIND, "").upper()
+    if openinference in _OPENINFERENCE_LLM_KINDS:
+        return "llm"
+    if openinference == "TOOL" or attributes.get(TRACELOOP_SPAN_KIND) == "tool":
+        return "tool"
+    if not openinference and (semconv.GEN_AI_REQUEST_MODEL in attributes or OPENINFERENCE_MODEL in attributes):
         return "llm"
     return "other"
+
+
+def _content_of(attributes: Mapping[str, str]) -> dict[str, str]:
+    """The captured content attributes of a span, the named ones first, then flattened message lists by key."""
+    named = {key: attributes[key] for key in CONTENT_ATTRIBUTES if key in attributes}
+    flattened = sorted(key for key in attributes if key.startswith(_CONTENT_PREFIXES))
+    return {**named, **{key: attributes[key] for key in flattened}}
 
 
 def _trace_rows(store: StoreReader, trace_id: str, tenant: str | None) -> list[dict[str, Any]]:
@@ -112,10 +205,10 @@ def _trace_rows(store: StoreReader, trace_id: str, tenant: str | None) -> list[d
     return store.query(sql, parameters)
 
 
-def _node_from_row(row: Mapping[str, Any], origin_ns: int) -> TraceNode:
+def _node_from_row(row: Mapping[str, Any], origin_ns: int, content: bool = False) -> TraceNode:
     attributes = {str(key): str(value) for key, value in dict(row["SpanAttributes"]).items()}
     kind = span_kind_of(attributes)
-    keep = _KEY_ATTRIBUTES[kind]
+    keep = _KEY_ATTRIBUTES[kind] + tuple(key for key in _DIALECT_ATTRIBUTES if key not in _KEY_ATTRIBUTES[kind])
     events = [
         TraceEvent(
             name=str(name),
@@ -139,6 +232,7 @@ def _node_from_row(row: Mapping[str, Any], origin_ns: int) -> TraceNode:
         status_message=str(row["StatusMessage"]),
         attributes={key: attributes[key] for key in keep if key in attributes},
         events=events,
+        content=_content_of(attributes) if content else {},
     )
 
 
@@ -181,21 +275,16 @@ def build_tree(nodes: Sequence[TraceNode]) -> list[TraceNode]:
     return roots
 
 
-def get_trace(store: StoreReader, run_id: str, *, tenant: str | None = None) -> TraceView | None:
-    """The run's trace as a tree, or None when the run is unknown (or another tenant's)."""
-    run = get_run(store, run_id, tenant=tenant)
-    if run is None:
-        return None
-    rows = _trace_rows(store, run.trace_id, tenant)
+def _view(
+    trace_id: str, run: RunSummary | None, rows: list[dict[str, Any]], content: bool
+) -> tuple[TraceView, list[TraceNode]]:
     truncated = len(rows) > MAX_TRACE_SPANS
     rows = rows[:MAX_TRACE_SPANS]
-    if not rows:
-        return TraceView(run.trace_id, run, run.start_time, round(run.duration_s * 1000, 3), 0, False, [])
     origin_ns = min(int(row["StartNs"]) for row in rows)
     end_ns = max(int(row["StartNs"]) + int(row["Duration"]) for row in rows)
-    nodes = [_node_from_row(row, origin_ns) for row in rows]
-    return TraceView(
-        trace_id=run.trace_id,
+    nodes = [_node_from_row(row, origin_ns, content) for row in rows]
+    view = TraceView(
+        trace_id=trace_id,
         run=run,
         start_time=from_ns(origin_ns),
         duration_ms=round((end_ns - origin_ns) / 1e6, 3),
@@ -203,6 +292,67 @@ def get_trace(store: StoreReader, run_id: str, *, tenant: str | None = None) -> 
         truncated=truncated,
         roots=build_tree(nodes),
     )
+    return view, nodes
 
 
-__all__ = ["MAX_TRACE_SPANS", "build_tree", "get_trace", "span_kind_of"]
+def is_trace_id(text: str) -> bool:
+    """A W3C/OTLP trace id: 32 hex digits, not all zero (any case; stored lower-case)."""
+    return _TRACE_ID.fullmatch(text) is not None and text != _NULL_TRACE_ID
+
+
+def get_trace_by_id(
+    store: StoreReader, trace_id: str, *, tenant: str | None = None, content: bool = False
+) -> TraceView | None:
+    """Any stored trace by its trace id, or None when no span of it is stored (for this tenant).
+
+    The spans need no agentwatch attributes. A tenant reads only the spans stamped with its tenant at
+    ingest. ``run`` is the trace's outermost agentwatch run when it has one (else None).
+    """
+    check_text("tenant", tenant)
+    if not is_trace_id(trace_id):
+        return None
+    trace_id = trace_id.lower()
+    rows = _trace_rows(store, trace_id, tenant)
+    if not rows:
+        return None
+    view, nodes = _view(trace_id, None, rows, content)
+    depth: dict[int, int] = {}
+    stack = [(root, 0) for root in view.roots]
+    while stack:
+        node, level = stack.pop()
+        depth[id(node)] = level
+        stack.extend((child, level + 1) for child in node.children)
+    runs = [node for node in nodes if node.kind == "run" and node.attributes.get(semconv.RUN_ID)]
+    if runs:
+        outermost = min(runs, key=lambda node: (depth[id(node)], node.start_offset_ms))
+        view.run = get_run(store, outermost.attributes[semconv.RUN_ID], tenant=tenant)
+    return view
+
+
+def get_trace(
+    store: StoreReader, run_or_trace_id: str, *, tenant: str | None = None, content: bool = False
+) -> TraceView | None:
+    """A run's trace, or (when the id is no run id but a trace id) any stored trace, as a tree.
+
+    None when the id is neither a known run nor a stored trace (or belongs to another tenant).
+    ``content=True`` adds each span's captured content (redacted at ingest) to its node.
+    """
+    run = get_run(store, run_or_trace_id, tenant=tenant)
+    if run is None:
+        return get_trace_by_id(store, run_or_trace_id, tenant=tenant, content=content)
+    rows = _trace_rows(store, run.trace_id, tenant)
+    if not rows:
+        return TraceView(run.trace_id, run, run.start_time, round(run.duration_s * 1000, 3), 0, False, [])
+    view, _ = _view(run.trace_id, run, rows, content)
+    return view
+
+
+__all__ = [
+    "CONTENT_ATTRIBUTES",
+    "MAX_TRACE_SPANS",
+    "build_tree",
+    "get_trace",
+    "get_trace_by_id",
+    "is_trace_id",
+    "span_kind_of",
+]

@@ -7,21 +7,29 @@ they run in the thread pool; a store that is not ready answers 503 with the reas
 
     GET /api/v1/runs?agent=&track=&stop_reason=&tenant=&since=&until=&limit=   → {"runs": [...]}
     GET /api/v1/runs/{run_id}                                                  → {"run": {...}}
-    GET /api/v1/runs/{run_id}/trace                                            → {"trace": {...}}
+    GET /api/v1/runs/{run_id}/trace?tenant=&content=                           → {"trace": {...}}
+    GET /api/v1/traces/{trace_id}?tenant=&content=                             → {"trace": {...}}
     GET /api/v1/stats?since=&until=&agent=&track=&tenant=                      → {"stats": {...}}
     GET /api/v1/recordings?agent=&track=&tenant=&since=&until=&limit=&run_ids= → {"recordings": [...]}
     GET /api/v1/drift?agent=&since=&until=&mode=&alpha=&canary_share=&tenant=  → {"drift": {...}}
     GET|POST /api/v1/drift/gate?agent=...&on_inconclusive=pass|fail            → 200 go, 412 halt
 
+The trace routes answer any stored trace as a tree: ``/runs/{id}/trace`` takes a run id or, when the
+id is no run's, a trace id (32 hex digits); ``/traces/{trace_id}`` takes a trace id only. A tenant
+token reads only its tenant's spans (another tenant's trace is a 404). ``content=true`` adds each
+span's captured content (inputs, outputs, tool arguments and results, redacted at ingest); the
+trace's ``run`` is null when the trace holds no agentwatch run.
+
 The drift report always answers 200 (Argo Rollouts' Web provider reads ``$.drift.verdict``); the gate
 answers 200 when the canary may go on and 412 when it must halt (Flagger webhooks; a POST body's
 ``metadata`` may carry the parameters instead of the query string).
 
-Errors are ``{"error": message}`` with 400 (bad parameter), 401/403 (auth), 404 (unknown run) or 503.
+Errors are ``{"error": message}`` with 400 (bad parameter), 401/403 (auth), 404 (unknown run or trace) or 503.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -45,7 +53,7 @@ from agentwatch.collectors.drift.analyzer import (
 from agentwatch.collectors.read.filters import InvalidQuery, RunFilter, StoreReader, parse_limit, parse_since
 from agentwatch.collectors.read.runs import get_run, list_runs
 from agentwatch.collectors.read.stats import stats
-from agentwatch.collectors.read.traces import get_trace
+from agentwatch.collectors.read.traces import get_trace, get_trace_by_id
 from agentwatch.collectors.replay.recordings import FILTER_PARAMETERS, RecordingFilter, load_recordings
 from agentwatch.collectors.store.clickhouse import StoreError, StoreUnavailable
 
@@ -54,6 +62,9 @@ log = logging.getLogger("agentwatch.collector.readapi")
 API_PREFIX: Final = "/api/v1"
 _RUNS_PARAMETERS: Final = frozenset({"agent", "track", "stop_reason", "tenant", "since", "until", "limit"})
 _STATS_PARAMETERS: Final = frozenset({"agent", "track", "tenant", "since", "until"})
+_TRACE_PARAMETERS: Final = frozenset({"tenant", "content"})
+_TRUE: Final = frozenset({"true", "1", "yes"})
+_FALSE: Final = frozenset({"false", "0", "no"})
 _RETRY_AFTER_S: Final = "5"
 
 
@@ -81,6 +92,17 @@ def _single_params(request: Request, allowed: frozenset[str]) -> dict[str, str]:
             raise InvalidQuery(f"parameter {name!r} given more than once")
         values[name] = value
     return values
+
+
+def _flag(name: str, value: str | None) -> bool:
+    """A boolean parameter: true/1/yes or false/0/no (absent is false); anything else is a 400."""
+    if value is None:
+        return False
+    if value.lower() in _TRUE:
+        return True
+    if value.lower() in _FALSE:
+        return False
+    raise InvalidQuery(f"{name} must be true or false, got {value!r}")
 
 
 def _tenant_for(principal: Principal, requested: str | None) -> str | None:
@@ -222,11 +244,26 @@ def read_routes(
         return JSONResponse({"run": found.to_dict()})
 
     async def trace(request: Request, principal: Principal) -> Response:
-        params = _single_params(request, frozenset({"tenant"}))
+        params = _single_params(request, _TRACE_PARAMETERS)
         tenant = _tenant_for(principal, params.get("tenant"))
-        view = await run_in_threadpool(get_trace, store, request.path_params["run_id"], tenant=tenant)
+        content = _flag("content", params.get("content"))
+        run_or_trace_id = request.path_params["run_id"]
+        view = await run_in_threadpool(
+            functools.partial(get_trace, store, run_or_trace_id, tenant=tenant, content=content)
+        )
         if view is None:
-            raise _HttpError(404, "no such run")
+            raise _HttpError(404, "no such run")  # the same answer for an unknown run, trace, or another tenant's
+        return JSONResponse({"trace": view.to_dict()})
+
+    async def trace_by_id(request: Request, principal: Principal) -> Response:
+        params = _single_params(request, _TRACE_PARAMETERS)
+        tenant = _tenant_for(principal, params.get("tenant"))
+        content = _flag("content", params.get("content"))
+        view = await run_in_threadpool(
+            functools.partial(get_trace_by_id, store, request.path_params["trace_id"], tenant=tenant, content=content)
+        )
+        if view is None:
+            raise _HttpError(404, "no such trace")
         return JSONResponse({"trace": view.to_dict()})
 
     async def recordings(request: Request, principal: Principal) -> Response:
@@ -249,6 +286,7 @@ def read_routes(
         Route(f"{API_PREFIX}/runs", guarded(runs), methods=["GET"]),
         Route(f"{API_PREFIX}/runs/{{run_id}}", guarded(run), methods=["GET"]),
         Route(f"{API_PREFIX}/runs/{{run_id}}/trace", guarded(trace), methods=["GET"]),
+        Route(f"{API_PREFIX}/traces/{{trace_id}}", guarded(trace_by_id), methods=["GET"]),
         Route(f"{API_PREFIX}/stats", guarded(fleet_stats), methods=["GET"]),
         Route(f"{API_PREFIX}/recordings", guarded(recordings), methods=["GET"]),
     ]

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Final, Literal
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from agentwatch.collectors.store import schema
+from agentwatch.collectors.store import migrate, schema
 
 if TYPE_CHECKING:
     from clickhouse_connect.driver.client import Client
@@ -432,13 +432,13 @@ class ClickHouseStore:
         """Apply pending migrations (default: this store's database); returns the versions applied."""
         options = options or schema.SchemaOptions(database=self.database)
         with self._call(self._writer, "schema migration") as client:
-            return schema.apply(client, options)
+            return migrate.apply(client, options)
 
     def pending_migrations(self, options: schema.SchemaOptions | None = None) -> list[schema.Migration]:
         """Migrations not applied yet."""
         options = options or schema.SchemaOptions(database=self.database)
         with self._call(self._readers, "schema check") as client:
-            return schema.pending(client, options)
+            return migrate.pending(client, options)
 
     def insert_json_rows(self, table: str, payload: bytes, *, dedup_token: str) -> None:
         """Insert JSONEachRow ``payload`` into ``table`` (``name`` or ``database.name``), exactly once.

@@ -1,10 +1,14 @@
 """The ClickHouse schema of the collector, as versioned migrations.
 
-``otel_traces`` has exactly the columns, types, codecs and indexes of the OpenTelemetry Collector
-ClickHouse exporter, so Grafana's ClickHouse trace view and ``otelcol-contrib`` both work against
-it; only the sort key differs (tenant first). Everything agent-specific is derived from it by
-materialized views that read nothing but ``otel_traces`` columns, so spans written by *any* OTLP
-writer fill ``agent_runs`` and ``agent_tool_calls`` the same way the collector's own inserts do.
+``otel_traces`` has exactly the columns, types, codecs, ALIAS columns and bloom-filter indexes of
+the OpenTelemetry Collector ClickHouse exporter (its ``traces_table.sql`` as of PR #50878), so
+Grafana's ClickHouse trace view and ``otelcol-contrib`` both work against it. Deliberate
+differences: a tenant-first sort key; bloom filters where the exporter uses ``text`` indexes on
+ClickHouse 26.2+; dedup windows. An existing table is never re-keyed, so one made by
+``otelcol-contrib`` keeps its own sort key and TTL, and ``schema_check`` says so. Everything
+agent-specific is derived from it by materialized views that read nothing but ``otel_traces``
+columns, so spans written by *any* OTLP writer fill ``agent_runs`` and ``agent_tool_calls`` the
+same way the collector's own inserts do.
 
 Every MergeTree table we own keeps a deduplication window, so an insert repeated with the same
 ``insert_deduplication_token`` (a spool replay after a crash or an outage) lands once, in the
@@ -18,15 +22,12 @@ the views run on each shard, reading the local ``otel_traces_local`` and writing
 from __future__ import annotations
 
 import hashlib
-import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Final
 
 from agentwatch.instrumentation import semconv
-
-logger = logging.getLogger(__name__)
 
 TRACES_TABLE: Final = "otel_traces"
 TRACE_ID_TS_TABLE: Final = "otel_traces_trace_id_ts"
@@ -93,6 +94,18 @@ _OTEL_TRACES_INDEXES: Final = (
     "INDEX idx_span_attr_value mapValues(SpanAttributes) TYPE bloom_filter(0.01) GRANULARITY 1",
     "INDEX idx_duration Duration TYPE minmax GRANULARITY 1",
 )
+
+
+# Added by migration 4, as in the exporter's current DDL: one ``key=value`` item per attribute,
+# which queries can test with ``has(SpanAttributeItems, 'k=v')`` (ALIAS: computed on read, no storage).
+_ITEMS: Final = "arrayMap(kv -> concat(kv.1, '=', kv.2), CAST({map}, 'Array(Tuple(String, String))'))"
+OTEL_TRACES_ALIASES: Final[tuple[tuple[str, str, str], ...]] = (
+    ("ResourceAttributeItems", "Array(String)", _ITEMS.format(map="ResourceAttributes")),
+    ("SpanAttributeItems", "Array(String)", _ITEMS.format(map="SpanAttributes")),
+)
+"""ALIAS columns of ``otel_traces`` (name, type, expression): readable, never inserted."""
+# The exporter's current codec for Duration (migration 1 created it with ZSTD(1) alone).
+_DURATION_CODEC: Final = "CODEC(T64, ZSTD(1))"
 
 
 def _column_ddl(name: str, type_: str) -> str:
@@ -250,13 +263,18 @@ def _num(function: str, key: str) -> str:
 # a run already shares one TraceId.
 _SHARD_KEY: Final = "cityHash64(TraceId)"
 
+TRACES_SORT_KEY: Final = f"{_attr(semconv.TENANT_ID)}, ServiceName, SpanName, toDateTime(Timestamp)"
+"""``otel_traces``' sort key as ClickHouse reports it in ``system.tables.sorting_key``."""
+
 _OTEL_TRACES: Final = _Table(
     name=TRACES_TABLE,
     definitions=tuple(_column_ddl(name, type_) for name, type_ in OTEL_TRACES_COLUMNS) + _OTEL_TRACES_INDEXES,
     family="MergeTree",
     partition_by="toDate(Timestamp)",
-    # tenant first: every read path is scoped to one tenant
-    order_by=f"({_attr(semconv.TENANT_ID)}, ServiceName, SpanName, toDateTime(Timestamp))",
+    # tenant first: every read path is scoped to one tenant. The exporter has PRIMARY KEY (ServiceName,
+    # SpanName, toDateTime(Timestamp)) ORDER BY (..., Timestamp); ClickHouse cannot append an existing
+    # column to a sort key, so stores made before that change could never follow it: we keep ours.
+    order_by=f"({TRACES_SORT_KEY})",
     ttl_column="Timestamp",
     ttl_days=lambda options: options.traces_ttl_days,
     shard_key=_SHARD_KEY,
@@ -416,6 +434,12 @@ FROM {{source}}
 WHERE {_attr(semconv.GEN_AI_OPERATION_NAME)} = {quote_literal(semconv.OP_EXECUTE_TOOL)}"""
 
 
+TABLE_DEFINITIONS: Final[dict[str, tuple[str, ...]]] = {
+    table.name: table.definitions for table in (_OTEL_TRACES, _TRACE_ID_TS, _RUNS, _TOOL_CALLS)
+}
+"""Column and index definitions of each MergeTree table, by public name, as migrations 1-3 create them."""
+
+
 def _v1_traces(options: SchemaOptions) -> list[str]:
     return [
         *_OTEL_TRACES.statements(options),
@@ -430,6 +454,25 @@ def _v2_runs(options: SchemaOptions) -> list[str]:
 
 def _v3_tool_calls(options: SchemaOptions) -> list[str]:
     return [*_TOOL_CALLS.statements(options), _view(options, TOOL_CALLS_VIEW, TOOL_CALLS_TABLE, _TOOL_CALLS_SELECT)]
+
+
+def _v4_exporter_fidelity(options: SchemaOptions) -> list[str]:
+    """The exporter's later additions: its ALIAS columns and Duration's T64 codec.
+
+    Both are metadata changes (existing parts are recompressed by later merges), safe to re-run and
+    harmless on an ``otel_traces`` another writer created. On a cluster the Distributed table gets
+    the ALIAS columns too: it has its own column list.
+    """
+    add = ",\n    ".join(
+        f"ADD COLUMN IF NOT EXISTS {name} {type_} ALIAS {expr}" for name, type_, expr in OTEL_TRACES_ALIASES
+    )
+    storage = options.qualified(options.storage_table(TRACES_TABLE))
+    statements = [
+        f"ALTER TABLE {storage}{_on_cluster(options)}\n    {add},\n    MODIFY COLUMN Duration {_DURATION_CODEC}"
+    ]
+    if options.replicated:
+        statements.append(f"ALTER TABLE {options.qualified(TRACES_TABLE)}{_on_cluster(options)}\n    {add}")
+    return statements
 
 
 # --- migrations -------------------------------------------------------------------------------
@@ -458,17 +501,18 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(1, "otel_traces, the trace-id time lookup and its view", _v1_traces),
     Migration(2, "agent_runs and its view", _v2_runs),
     Migration(3, "agent_tool_calls and its view", _v3_tool_calls),
+    Migration(4, "otel_traces: the exporter's ALIAS columns and Duration codec", _v4_exporter_fidelity),
 )
 """Every schema version in order. Append new versions; never edit an applied one."""
 
 LATEST_VERSION: Final = MIGRATIONS[-1].version
 
 
-def _database_ddl(options: SchemaOptions) -> str:
+def database_ddl(options: SchemaOptions) -> str:
     return f"CREATE DATABASE IF NOT EXISTS {quote_identifier(options.database)}{_on_cluster(options)}"
 
 
-def _migrations_table_ddl(options: SchemaOptions) -> str:
+def migrations_table_ddl(options: SchemaOptions) -> str:
     if options.replicated:
         # one bookkeeping table for the whole cluster: a shard-less Keeper path, and a replica
         # name made unique across shards, so any node answers "which versions are applied"
@@ -490,107 +534,10 @@ def _migrations_table_ddl(options: SchemaOptions) -> str:
 def render(options: SchemaOptions | None = None) -> list[str]:
     """All DDL of the latest schema, in order (``agentwatch schema --print``)."""
     options = options or SchemaOptions()
-    statements = [_database_ddl(options), _migrations_table_ddl(options)]
+    statements = [database_ddl(options), migrations_table_ddl(options)]
     for migration in MIGRATIONS:
         statements.extend(migration.statements(options))
     return statements
-
-
-# --- applying ---------------------------------------------------------------------------------
-
-
-class CommandClient(Protocol):
-    """The part of a clickhouse-connect client that migrations use."""
-
-    def command(
-        self,
-        cmd: str,
-        parameters: dict[str, object] | None = ...,
-        data: str | bytes | None = ...,
-        settings: dict[str, object] | None = ...,
-        use_database: bool = ...,
-    ) -> object: ...
-
-
-def _scalar(client: CommandClient, sql: str, parameters: dict[str, object]) -> str:
-    # use_database=False: the connection's default database may be the one we are about to create
-    return str(client.command(sql, parameters=parameters, use_database=False))
-
-
-def _table_exists(client: CommandClient, database: str, table: str) -> bool:
-    sql = "SELECT count() FROM system.tables WHERE database = {db:String} AND name = {table:String}"
-    return _scalar(client, sql, {"db": database, "table": table}) != "0"
-
-
-def _applied(client: CommandClient, options: SchemaOptions) -> dict[int, str]:
-    """Applied versions and their recorded checksums ({} before the first migration)."""
-    if not _table_exists(client, options.database, MIGRATIONS_TABLE):
-        return {}
-    # command() returns one value, so the rows come back as one "version:checksum,..." string
-    sql = (
-        "SELECT arrayStringConcat(groupArray(concat(toString(version), ':', checksum)), ',') FROM ("
-        f"SELECT version, argMax(checksum, applied_at) AS checksum FROM {options.qualified(MIGRATIONS_TABLE)} "
-        "GROUP BY version)"
-    )
-    text = _scalar(client, sql, {})
-    applied: dict[int, str] = {}
-    for item in filter(None, text.split(",")):
-        version, _, checksum = item.partition(":")
-        applied[int(version)] = checksum
-    return applied
-
-
-def applied_versions(client: CommandClient, options: SchemaOptions) -> list[int]:
-    """Versions recorded as applied, ascending."""
-    return sorted(_applied(client, options))
-
-
-def pending(client: CommandClient, options: SchemaOptions) -> list[Migration]:
-    """Migrations not applied yet, in order."""
-    done = _applied(client, options)
-    return [migration for migration in MIGRATIONS if migration.version not in done]
-
-
-def apply(client: CommandClient, options: SchemaOptions) -> list[int]:
-    """Create the database if needed and apply the pending migrations; returns their versions.
-
-    Idempotent: applied versions are skipped, and every statement is ``IF NOT EXISTS``, so a
-    migration interrupted half-way is simply re-run. Concurrent appliers are harmless too.
-    """
-    exists = _scalar(client, "SELECT count() FROM system.databases WHERE name = {db:String}", {"db": options.database})
-    if exists == "0":
-        # only when missing: an existing database needs no CREATE grant
-        client.command(_database_ddl(options), use_database=False)
-    client.command(_migrations_table_ddl(options), use_database=False)
-    done = _applied(client, options)
-    applied: list[int] = []
-    for migration in MIGRATIONS:
-        recorded = done.get(migration.version)
-        if recorded is not None:
-            if recorded != migration.checksum:
-                logger.warning(
-                    "schema migration %d (%s) was applied with different DDL (checksum %s, now %s)",
-                    migration.version,
-                    migration.description,
-                    recorded[:12],
-                    migration.checksum[:12],
-                )
-            continue
-        for statement in migration.statements(options):
-            client.command(statement, use_database=False)
-        _record(client, options, migration)
-        applied.append(migration.version)
-        logger.info("applied schema migration %d: %s", migration.version, migration.description)
-    return applied
-
-
-def _record(client: CommandClient, options: SchemaOptions, migration: Migration) -> None:
-    client.command(
-        f"INSERT INTO {options.qualified(MIGRATIONS_TABLE)} (version, description, checksum) "
-        "SELECT {version:UInt32}, {description:String}, {checksum:String}",
-        parameters={"version": migration.version, "description": migration.description, "checksum": migration.checksum},
-        use_database=False,
-    )
 
 
 __all__ = [
@@ -598,20 +545,21 @@ __all__ = [
     "LATEST_VERSION",
     "MIGRATIONS",
     "MIGRATIONS_TABLE",
+    "OTEL_TRACES_ALIASES",
     "OTEL_TRACES_COLUMNS",
     "RUNS_TABLE",
     "RUNS_VIEW",
+    "TABLE_DEFINITIONS",
     "TOOL_CALLS_TABLE",
     "TOOL_CALLS_VIEW",
+    "TRACES_SORT_KEY",
     "TRACES_TABLE",
     "TRACE_ID_TS_TABLE",
     "TRACE_ID_TS_VIEW",
-    "CommandClient",
     "Migration",
     "SchemaOptions",
-    "applied_versions",
-    "apply",
-    "pending",
+    "database_ddl",
+    "migrations_table_ddl",
     "quote_identifier",
     "quote_literal",
     "render",

@@ -17,6 +17,7 @@ from pathlib import Path
 from agentwatch.collectors.metrics import CollectorMetrics
 from agentwatch.collectors.store.clickhouse import ClickHouseStore, StoreError, StoreRejected, StoreUnavailable
 from agentwatch.collectors.store.schema import SchemaOptions
+from agentwatch.collectors.store.schema_check import warn_at_start
 from agentwatch.collectors.store.spool import Batch, Spool
 
 log = logging.getLogger("agentwatch.collector")
@@ -55,6 +56,7 @@ class SpoolWriter:
         self._thread = threading.Thread(target=self._run, name="agentwatch-writer", daemon=True)
         self.last_error = ""
         self._last_contact = time.monotonic()
+        self._schema_checked = False
 
     @property
     def ready(self) -> bool:
@@ -109,6 +111,10 @@ class SpoolWriter:
         applied = self._store.ensure_schema(self._schema)
         if applied:
             log.info("applied schema migrations %s", applied)
+        if not self._schema_checked:
+            # once per process: an otel_traces another writer created keeps its sort key and TTL; say so
+            self._schema_checked = True
+            warn_at_start(self._store, self._schema, log)
         self._ready.set()
         self._metrics.set_store_up(True)
         self.last_error = ""
