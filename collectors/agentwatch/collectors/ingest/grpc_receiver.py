@@ -65,8 +65,17 @@ def start_grpc_server(
             ("grpc.max_send_message_length", 4 << 20),
         ),
     )
-    port = server.add_insecure_port(address)
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError:  # grpcio >= 1.x raises instead of returning 0
+        port = 0
     if port == 0:
-        raise OSError(f"cannot listen for OTLP/gRPC on {address}")
+        # the collector checked the address before opening its store (check_bindable); only a
+        # process that took the port since then, or an address grpcio cannot parse, ends here
+        server.stop(grace=None)
+        raise OSError(
+            f"--otlp-grpc {address} cannot be listened on (in use, or not an address of this host); "
+            "choose another with --otlp-grpc HOST:PORT"
+        )
     server.start()
     return server, port

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import threading
 import time
 from pathlib import Path
@@ -31,7 +32,13 @@ from agentwatch.collectors.ingest.grpc_receiver import start_grpc_server
 from agentwatch.collectors.ingest.http_receiver import create_app
 from agentwatch.collectors.ingest.pipeline import Pipeline
 from agentwatch.collectors.metrics import CollectorMetrics
-from agentwatch.collectors.service.http_server import ReadTimeouts, RunningServer, start_server
+from agentwatch.collectors.service.http_server import (
+    ReadTimeouts,
+    RunningServer,
+    bind_listener,
+    check_bindable,
+    start_server,
+)
 from agentwatch.collectors.service.read_api import read_routes
 from agentwatch.collectors.store.clickhouse import ClickHouseStore, redacted_url
 from agentwatch.collectors.store.schema import SchemaOptions
@@ -98,6 +105,42 @@ def schema_options(settings: CollectorSettings, database: str) -> SchemaOptions:
     )
 
 
+def bind_listeners(settings: CollectorSettings) -> tuple[socket.socket, socket.socket | None]:
+    """Bind OTLP/HTTP and /metrics, and check OTLP/gRPC can bind; raises ``ListenerError`` naming the flag.
+
+    The HTTP sockets are held and later served by ``start()``; grpcio binds its own socket, so its
+    address is only checked here (a check-then-bind race, see ``check_bindable``).
+    """
+    held: list[socket.socket] = []
+    try:
+        held.append(bind_listener(settings.otlp_http, setting="otlp_http"))
+        if settings.otlp_grpc:
+            check_bindable(settings.otlp_grpc, setting="otlp_grpc")
+        if settings.metrics:
+            held.append(bind_listener(settings.metrics, setting="metrics"))
+    except BaseException:
+        for sock in held:
+            sock.close()
+        raise
+    return held[0], held[1] if len(held) > 1 else None
+
+
+# Loggers that repeat a store outage on every retry, with query ids: the writer says it once instead.
+_DRIVER_RETRY_LOGGERS = (
+    "urllib3.connectionpool",
+    "clickhouse_connect.driver._backend.http_sync",
+    "clickhouse_connect.driver.httpclient",
+)
+
+
+def quiet_driver_retries() -> None:
+    """Keep only errors from the HTTP driver's loggers (their warnings repeat what the writer reports)."""
+    for name in _DRIVER_RETRY_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET:  # leave an explicit choice alone
+            logger.setLevel(logging.ERROR)
+
+
 class CollectorService:
     """One collector process: start(), then wait_ready(); stop() drains what it can and closes."""
 
@@ -108,6 +151,24 @@ class CollectorService:
         self.metrics = CollectorMetrics(
             max_tools_per_agent=settings.max_tools_per_agent, max_models_per_agent=settings.max_models_per_agent
         )
+        # Listeners first: a busy port is reported (ListenerError, naming the flag) before the
+        # spool and the store exist, so a failed start leaves no ./agentwatch-data behind.
+        self._http_socket, self._metrics_socket = bind_listeners(settings)
+        try:
+            self._open_the_rest(settings)
+        except BaseException:
+            self._close_listeners()
+            raise
+        self.http_port = 0
+        self.grpc_port = 0
+        self.metrics_port = 0
+        self._http_server: RunningServer | None = None
+        self._grpc: Any = None
+        self._metrics_server: RunningServer | None = None
+        self._stopped = threading.Event()
+
+    def _open_the_rest(self, settings: CollectorSettings) -> None:
+        quiet_driver_retries()
         self.spool = Spool(Path(settings.spool), max_bytes=settings.spool_max_bytes)
         self.store = ClickHouseStore.open(settings.clickhouse, database=settings.database or None)
         self.writer = SpoolWriter(
@@ -137,13 +198,11 @@ class CollectorService:
                 interval_s=settings.drift_interval_seconds,
                 is_ready=lambda: self.writer.ready,
             )
-        self.http_port = 0
-        self.grpc_port = 0
-        self.metrics_port = 0
-        self._http_server: RunningServer | None = None
-        self._grpc: Any = None
-        self._metrics_server: RunningServer | None = None
-        self._stopped = threading.Event()
+
+    def _close_listeners(self) -> None:
+        for sock in (self._http_socket, self._metrics_socket):
+            if sock is not None:
+                sock.close()
 
     def _is_ready(self) -> tuple[bool, str]:
         if self.writer.ready:
@@ -175,7 +234,12 @@ class CollectorService:
             header_s=self.settings.header_timeout_seconds, body_s=self.settings.body_timeout_seconds
         )
         self._http_server = start_server(
-            app, self.settings.otlp_http, setting="otlp_http", timeouts=timeouts, name="agentwatch-http"
+            app,
+            self.settings.otlp_http,
+            setting="otlp_http",
+            timeouts=timeouts,
+            name="agentwatch-http",
+            sock=self._http_socket,
         )
         self.http_port = self._http_server.port
         if self.settings.otlp_grpc:
@@ -185,7 +249,12 @@ class CollectorService:
         if self.settings.metrics:
             metrics_app = create_metrics_app(self.metrics, metrics_authenticator(self.settings, self.authenticator))
             self._metrics_server = start_server(
-                metrics_app, self.settings.metrics, setting="metrics", timeouts=timeouts, name="agentwatch-metrics"
+                metrics_app,
+                self.settings.metrics,
+                setting="metrics",
+                timeouts=timeouts,
+                name="agentwatch-metrics",
+                sock=self._metrics_socket,
             )
             self.metrics_port = self._metrics_server.port
         if self.drift_loop is not None:
@@ -222,6 +291,7 @@ class CollectorService:
         self.writer.stop(drain_timeout_s=drain_timeout_s)
         if self._metrics_server is not None:
             self._metrics_server.stop(timeout_s=5)
+        self._close_listeners()  # those never handed to a server (stop without start)
         self.spool.close()
         self.store.close()
 

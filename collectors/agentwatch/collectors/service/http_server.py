@@ -20,6 +20,7 @@ taken for its answer.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import socket
 import threading
@@ -33,7 +34,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from agentwatch.collectors.config.settings import parse_address
+from agentwatch.collectors.config.settings import SettingsError, parse_address
 
 log = logging.getLogger("agentwatch.collector")
 
@@ -158,6 +159,45 @@ class _QuietDisconnects:
             log.debug("client disconnected before its request body was complete: %s", scope.get("path"))
 
 
+class ListenerError(SettingsError):
+    """A listener address cannot be bound; the message names the address and the flag that sets it."""
+
+
+def listener_error(setting: str, address: str, exc: OSError) -> ListenerError:
+    """One line for a failed bind: ``--otlp-http 127.0.0.1:4318 is in use by another process; ...``."""
+    flag = "--" + setting.replace("_", "-")
+    if exc.errno == errno.EADDRINUSE:
+        problem, fix = "is in use by another process", "choose another port"
+    elif exc.errno in (errno.EACCES, errno.EPERM):
+        problem, fix = "is not permitted (ports below 1024 need privileges)", "choose another port"
+    elif exc.errno == errno.EADDRNOTAVAIL:
+        problem, fix = "is not an address of this host", "choose another address"
+    else:
+        problem, fix = f"cannot be listened on ({exc.strerror or exc})", "choose another address"
+    return ListenerError(f"{flag} {address} {problem}; {fix} with {flag} HOST:PORT")
+
+
+def bind_listener(address: str, *, setting: str) -> socket.socket:
+    """``bind_socket`` for a ``HOST:PORT`` setting; a failure is a ``ListenerError`` naming it."""
+    host, port = parse_address(address, setting=setting)
+    try:
+        return bind_socket(host, port)
+    except OSError as exc:
+        raise listener_error(setting, address, exc) from exc
+
+
+def check_bindable(address: str, *, setting: str) -> None:
+    """Raise ``ListenerError`` if ``address`` cannot be listened on now (for servers that bind themselves).
+
+    Check-then-bind: the socket is closed again, so another process may take the port before the
+    real server binds it; that rare race ends in the server's own bind error instead of this one.
+    Port 0 needs no check.
+    """
+    _host, port = parse_address(address, setting=setting)
+    if port != 0:
+        bind_listener(address, setting=setting).close()
+
+
 def bind_socket(host: str, port: int) -> socket.socket:
     """A listening TCP socket, bound before the server thread starts so the caller learns the port at once."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -195,15 +235,18 @@ def start_server(
     timeouts: ReadTimeouts,
     name: str,
     keep_alive_s: int = 30,
+    sock: socket.socket | None = None,
 ) -> RunningServer:
     """Serve ``app`` on ``address`` (``HOST:PORT``, port 0 for any) in a daemon thread; returns once it accepts.
 
-    ``setting`` names the address in error messages. HTTP/1.1 only, through h11 (httptools is never
-    picked even when installed: the read timers live in the h11 protocol), and no WebSocket upgrades.
+    ``setting`` names the address in error messages. ``sock``, when given, is the listening socket
+    ``bind_listener`` already made for ``address`` (the collector binds before it opens its store).
+    HTTP/1.1 only, through h11 (httptools is never picked even when installed: the read timers
+    live in the h11 protocol), and no WebSocket upgrades.
     """
-    host, port = parse_address(address, setting=setting)
-    sock = bind_socket(host, port)
-    bound_port: int = sock.getsockname()[1]
+    host, _port = parse_address(address, setting=setting)
+    listening = sock if sock is not None else bind_listener(address, setting=setting)
+    bound_port: int = listening.getsockname()[1]
     config = uvicorn.Config(
         _QuietDisconnects(app),
         http=protocol_with(timeouts),
@@ -214,13 +257,13 @@ def start_server(
         timeout_keep_alive=keep_alive_s,
     )
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), name=name, daemon=True)
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[listening])), name=name, daemon=True)
     thread.start()
     deadline = time.monotonic() + _STARTUP_TIMEOUT_S
     while not server.started and thread.is_alive() and time.monotonic() < deadline:
         time.sleep(0.005)
     if not server.started:
         server.should_exit = True
-        sock.close()
+        listening.close()
         raise RuntimeError(f"{setting}: the HTTP server on {address} did not start")
     return RunningServer(server=server, thread=thread, host=host, port=bound_port)

@@ -21,6 +21,7 @@ import contextlib
 import logging
 import math
 import os
+import socket
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -210,12 +211,59 @@ def _scrub(message: str, secrets: tuple[str, ...]) -> str:
     return message
 
 
+def _causes(exc: BaseException) -> list[BaseException]:
+    """``exc`` and what it wraps (``__cause__``, ``__context__``, urllib3's ``reason``), outermost first."""
+    found: list[BaseException] = []
+    queue: list[BaseException] = [exc]
+    while queue and len(found) < 16:
+        current = queue.pop(0)
+        if any(current is seen for seen in found):
+            continue
+        found.append(current)
+        reason = getattr(current, "reason", None)
+        for inner in (current.__cause__, current.__context__, reason):
+            if isinstance(inner, BaseException):
+                queue.append(inner)
+    return found
+
+
+def _network_failure(exc: BaseException, url: str) -> str | None:
+    """``cannot connect to HOST:PORT: connection refused`` when ``exc`` comes from the socket, else None."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        return None
+    try:
+        address = f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
+    except ValueError:
+        address = str(parts.hostname)
+    causes = _causes(exc)
+    for kind, what in (
+        (ConnectionRefusedError, "connection refused"),
+        (socket.gaierror, "the host name does not resolve"),
+        (ConnectionResetError, "connection reset"),
+        (TimeoutError, "timed out"),
+    ):
+        if any(isinstance(cause, kind) for cause in causes):
+            return f"cannot connect to {address}: {what}"
+    if any(type(cause).__name__ == "ConnectTimeoutError" for cause in causes):
+        return f"cannot connect to {address}: timed out"
+    for cause in causes:
+        if isinstance(cause, OSError) and cause.errno is not None and cause.strerror:
+            return f"cannot connect to {address}: {cause.strerror}"
+    return None
+
+
 def classify(exc: BaseException, *, action: str, url: str, secrets: tuple[str, ...] = ()) -> StoreError:
     """Map a clickhouse-connect (or OS) exception to ``StoreUnavailable`` or ``StoreRejected``."""
     from clickhouse_connect.driver.exceptions import OperationalError, ProgrammingError
 
     code = getattr(exc, "code", None)
     code = code if isinstance(code, int) else None
+    network = _network_failure(exc, url)
+    if network is not None:
+        # a short message that stays the same from one retry to the next (no query ids or pool
+        # reprs): the writer logs a reason once, and again only when it changes
+        return StoreUnavailable(_scrub(f"{action} on {url} failed: {network}", secrets), code=code)
     message = _scrub(f"{action} on {url} failed: {exc}", secrets)
     if isinstance(exc, OperationalError | OSError):
         return StoreUnavailable(message, code=code)

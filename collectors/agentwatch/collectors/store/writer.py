@@ -102,8 +102,10 @@ class SpoolWriter:
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, _MAX_BACKOFF_S)
             except Exception as exc:  # keep draining whatever happens; the spool still holds the data
-                log.exception("writer error")
-                self._mark_down(f"{type(exc).__name__}: {exc}")
+                message = f"{type(exc).__name__}: {exc}"
+                if self._ready.is_set() or message != self.last_error:
+                    log.exception("writer error")  # the traceback once per distinct error, not per retry
+                self._mark_down(message)
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, _MAX_BACKOFF_S)
 
@@ -117,11 +119,20 @@ class SpoolWriter:
             warn_at_start(self._store, self._schema, log)
         self._ready.set()
         self._metrics.set_store_up(True)
+        if self.last_error:
+            log.info("ClickHouse reachable again at %s: writing the spool", self._store.url)
+        else:
+            log.info("ClickHouse reachable at %s, schema applied", self._store.url)
         self.last_error = ""
 
     def _mark_down(self, message: str) -> None:
+        """Not ready, because of ``message``: logged when it first happens, changes, or follows an up period.
+
+        Retries with the same reason stay silent (the reason is on /readyz meanwhile), so a wrong
+        ``--clickhouse`` URL is one clear line in the log rather than one per backoff step.
+        """
         if self._ready.is_set() or message != self.last_error:
-            log.warning("ClickHouse unavailable, spooling: %s", message)
+            log.warning("ClickHouse unavailable, spooling until it answers: %s", message)
         self._ready.clear()
         self._metrics.set_store_up(False)
         self.last_error = message
