@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
+from collections.abc import Sequence
 from typing import IO, Final
 
 from agentwatch.collectors.cli.read import (
@@ -39,6 +41,11 @@ _EXIT_BY_VERDICT: Final = {
     "error": EXIT_ERROR,
     "empty": EXIT_NOTHING,
 }
+_EXAMPLE_RUNS: Final = 3  # run ids shown per skip reason; the JSON report lists them all
+_SKIP_DETAILS: Final = (  # per-run details of a skip reason, left out so that runs group by cause
+    (re.compile(r"tool call \d+ \(([^)]*)\)"), r"a tool call (\1)"),
+    (re.compile(r"only \d+ of its \d+ tool calls are in the store"), "some of its tool calls are not in the store"),
+)
 
 
 # --- where recordings come from ---------------------------------------------------------------------
@@ -113,15 +120,45 @@ def _cells(run: RunParity) -> list[str]:
     ]
 
 
+def skip_cause(reason: str) -> str:
+    """A skip reason without its per-run details (which tool call, how many), so runs group by cause."""
+    for pattern, replacement in _SKIP_DETAILS:
+        reason = pattern.sub(replacement, reason)
+    return reason
+
+
+def skipped_by_cause(runs: Sequence[RunParity]) -> list[tuple[str, list[str]]]:
+    """The skipped runs' ids per cause, the most frequent cause first (then in order of appearance)."""
+    causes: dict[str, list[str]] = {}
+    for run in runs:
+        if run.status == "skipped":
+            causes.setdefault(skip_cause(run.reason or "no reason given"), []).append(run.run_id)
+    return sorted(causes.items(), key=lambda item: -len(item[1]))
+
+
+def _skip_line(cause: str, run_ids: Sequence[str]) -> str:
+    shown = ", ".join(run_ids[:_EXAMPLE_RUNS])
+    more = f" and {len(run_ids) - _EXAMPLE_RUNS} more" if len(run_ids) > _EXAMPLE_RUNS else ""
+    runs = "run" if len(run_ids) == 1 else "runs"
+    return f"skipped {len(run_ids)} {runs}: {cause}; {shown}{more}"
+
+
 def render_report(report: ParityReport) -> str:
-    """The report as a table, the divergences and skips in words, and the verdict."""
+    """The replayed runs as a table, divergences and failures in words, one line per skip cause, the verdict.
+
+    Skipped runs (no usable recording) are not listed one by one: a fleet recorded without content
+    capture would bury the replayed runs under identical lines. ``--json`` lists every run.
+    """
     header = ["RUN", "TENANT", "STOP REASON", "TOOL SEQ", "STEPS", "COST Δ USD", "STATUS"]
-    rows = [_cells(run) for run in report.runs]
-    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
+    rows = [_cells(run) for run in report.runs if run.status != "skipped"]
     lines = [f"Replay on {report.runtime} ({report.target}): {len(report.runs)} recorded runs"]
-    for cells in [header, *rows]:
-        lines.append("  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True)).rstrip())
-    details = [run for run in report.runs if run.divergences or run.reason or run.target_error]
+    if rows:
+        widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
+        for cells in [header, *rows]:
+            lines.append("  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True)).rstrip())
+    details = [
+        run for run in report.runs if run.status != "skipped" and (run.divergences or run.reason or run.target_error)
+    ]
     if details:
         lines.append("")
     for run in details:
@@ -129,6 +166,10 @@ def render_report(report: ParityReport) -> str:
         lines.extend(f"  - {text}" for text in (*run.divergences, *((run.reason,) if run.reason else ())))
         if run.target_error:
             lines.append(f"  - the target raised {run.target_error}")
+    skipped = skipped_by_cause(report.runs)
+    if skipped:
+        lines.append("")
+        lines.extend(_skip_line(cause, run_ids) for cause, run_ids in skipped)
     thresholds = report.thresholds
     replayed = len(report.replayed)
     agreeing = sum(run.stop_reason_agrees for run in report.replayed)
@@ -261,4 +302,6 @@ __all__ = [
     "open_recordings",
     "render_report",
     "replay_command",
+    "skip_cause",
+    "skipped_by_cause",
 ]

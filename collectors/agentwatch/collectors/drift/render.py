@@ -33,16 +33,38 @@ def _summary(values: Mapping[str, float]) -> str:
     return ", ".join(rest[:1]) or (f"n={int(values['n'])}" if "n" in values else "-")
 
 
+def _is_distribution(metric: Mapping[str, Any]) -> bool:
+    """A rank-compared metric: its effect is a median shift, its floor is judged on the change of the mean."""
+    baseline, canary = metric["baseline"], metric["canary"]
+    return "median" in baseline and "mean" in baseline and "mean" in canary
+
+
 def _effect(metric: Mapping[str, Any]) -> str:
-    """The effect, and for a distribution the change of its mean too (what the practical floor judges)."""
+    """The effect in the metric's natural unit (for a distribution the Hodges-Lehmann shift)."""
     if metric["effect"] is None:
         return "-"
-    shown = _number(float(metric["effect"]))
-    baseline, canary = metric["baseline"], metric["canary"]
-    if "median" in baseline and "mean" in baseline and "mean" in canary and float(baseline["mean"]) > 0:
-        change = float(canary["mean"]) / float(baseline["mean"]) - 1
-        shown += f", mean {change:+.0%}"
-    return shown
+    return _number(float(metric["effect"]))
+
+
+def _mean_change(metric: Mapping[str, Any]) -> str:
+    """A distribution's change of the mean, what its practical floor judges: ``mean +56%``."""
+    before, after = float(metric["baseline"]["mean"]), float(metric["canary"]["mean"])
+    if before > 0:
+        return f"mean {after / before - 1:+.0%}"
+    return f"mean {_number(before)} -> {_number(after)}"
+
+
+def _verdict(metric: Mapping[str, Any]) -> str:
+    """The verdict, and next to it the effect that decided it when the effect column does not show it.
+
+    A distribution's ``fail`` or ``pass`` is decided on the change of its mean (with the evidence in
+    its own column), while its effect is the median shift, often 0 [0, 0] for costs with a heavy tail:
+    ``fail (mean +56%)`` says what failed. Other metrics' effects are the ratios their floors judge.
+    """
+    verdict = str(metric["verdict"])
+    if _is_distribution(metric) and metric["effect"] is not None:
+        return f"{verdict} ({_mean_change(metric)})"
+    return verdict
 
 
 def _reason(name: str, reason: str) -> str:
@@ -89,7 +111,7 @@ def render_report(report: Mapping[str, Any]) -> str:
                 _effect(metric),
                 "-" if metric["interval"] is None else "[" + ", ".join(_number(v) for v in metric["interval"]) + "]",
                 _evidence(metric),
-                str(metric["verdict"]),
+                _verdict(metric),
             ]
             for metric in metrics
         ]
