@@ -7,7 +7,9 @@ the 26th step is never started, so an exhausted budget cannot cause one more sid
 
 from __future__ import annotations
 
+import fnmatch
 import math
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from agentwatch.instrumentation import semconv
@@ -25,14 +27,36 @@ class Budget:
     included, so a prompt-injected agent hammering a forbidden tool still runs out of budget.
     ``max_usd`` is checked before each LLM call against the cost recorded so far: the call that
     crosses the limit completes (its price is only known afterwards) and nothing starts after it.
+
+    A ``max_usd`` budget cannot be enforced on a model without a price, so by default an LLM call
+    of an unpriced model stops the run with ``max_usd`` before it starts (event reason
+    ``unpriced_model``). ``allow_unpriced_models`` (names or shell-style patterns, case-insensitive)
+    or ``allow_unpriced=True`` (every model) let such calls run; their cost is then recorded as
+    unknown (``agentwatch.cost.unpriced``) and the run's ``cost_usd`` is a lower bound. Without
+    ``max_usd`` these two options change nothing.
     """
 
     max_steps: int | None = None
     max_tool_calls: int | None = None
     max_seconds: float | None = None
     max_usd: float | None = None
+    allow_unpriced: bool = False
+    allow_unpriced_models: Collection[str] = ()
 
     def __post_init__(self) -> None:
+        if not isinstance(self.allow_unpriced, bool):
+            raise ConfigError("budget.allow_unpriced", f"must be true or false, got {self.allow_unpriced!r}")
+        models = self.allow_unpriced_models
+        if isinstance(models, str | bytes) or not isinstance(models, Collection):
+            raise ConfigError("budget.allow_unpriced_models", f"must be a list of model names, got {models!r}")
+        normalized: list[str] = []
+        for model in models:
+            if not isinstance(model, str) or not model.strip():
+                raise ConfigError(
+                    "budget.allow_unpriced_models", f"model names must be non-empty strings, got {model!r}"
+                )
+            normalized.append(model.strip().lower())
+        object.__setattr__(self, "allow_unpriced_models", tuple(dict.fromkeys(normalized)))
         for name in ("max_steps", "max_tool_calls"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
@@ -83,6 +107,24 @@ class Budget:
         """Raise ``BudgetExceeded`` if the USD budget is used up."""
         if self.max_usd is not None and spent_usd >= self.max_usd:
             raise BudgetExceeded(BudgetName.USD, self.max_usd, round(spent_usd, 6))
+
+    def allows_unpriced(self, model: str) -> bool:
+        """True when an LLM call of ``model`` may run without a price under this budget."""
+        if self.max_usd is None or self.allow_unpriced:
+            return True
+        name = model.strip().lower()
+        return any(fnmatch.fnmatchcase(name, pattern) for pattern in self.allow_unpriced_models)
+
+    def check_unpriced(self, model: str, spent_usd: float) -> None:
+        """Raise ``BudgetExceeded`` (reason ``unpriced_model``) if ``model`` has no price and may not run unpriced."""
+        if self.max_usd is not None and not self.allows_unpriced(model):
+            raise BudgetExceeded(
+                BudgetName.USD,
+                self.max_usd,
+                round(spent_usd, 6),
+                reason=semconv.BUDGET_REASON_UNPRICED_MODEL,
+                model=model,
+            )
 
     def remaining_seconds(self, elapsed_seconds: float) -> float | None:
         """Wall time left, or ``None`` when unlimited (used as a timeout for async tools)."""

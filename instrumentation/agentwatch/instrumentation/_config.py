@@ -212,12 +212,16 @@ def load_config(path_or_mapping: str | os.PathLike[str] | Mapping[str, Any]) -> 
     runtime = architecture.string("runtime", "managed_or_custom", choices=RUNTIMES) or "managed_or_custom"
 
     budgets = root.section("budgets")
-    budgets.reject_unknown(("max_steps", "max_tool_calls", "max_seconds", "max_usd"))
+    budgets.reject_unknown(
+        ("max_steps", "max_tool_calls", "max_seconds", "max_usd", "allow_unpriced", "allow_unpriced_models")
+    )
     budget = Budget(
         max_steps=budgets.positive_int("max_steps"),
         max_tool_calls=budgets.positive_int("max_tool_calls"),
         max_seconds=budgets.positive_number("max_seconds"),
         max_usd=budgets.positive_number("max_usd"),
+        allow_unpriced=budgets.boolean("allow_unpriced", False),
+        allow_unpriced_models=tuple(budgets.names("allow_unpriced_models")),
     )
 
     approvals = root.section("approvals")

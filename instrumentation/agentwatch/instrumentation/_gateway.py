@@ -17,9 +17,9 @@ import asyncio
 import concurrent.futures
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, Protocol, TypeAlias, runtime_checkable
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, TypeAlias, runtime_checkable
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -41,7 +41,7 @@ from agentwatch.instrumentation._replay import REPLAY_UNRECORDED_RULE, Recording
 from agentwatch.instrumentation._runapi import GovernedRun
 from agentwatch.instrumentation._settings import InstrumentationSettings
 from agentwatch.instrumentation.errors import ApprovalRejected, KillSwitchEngaged, ToolDenied, UnknownTool
-from agentwatch.instrumentation.killswitch import KillSwitch, KillSwitchSource
+from agentwatch.instrumentation.killswitch import EnvKillSwitch, KillSwitch, KillSwitchSource
 from agentwatch.instrumentation.semconv import ToolDisposition, ToolOutcome, ToolRisk
 
 if TYPE_CHECKING:
@@ -113,6 +113,10 @@ class ToolGateway:
     ``approval_token`` receives the approver's token. One gateway can serve many runs and threads.
     With ``replay=Recording(...)`` tools are never executed: the recording answers (``replayed``)
     after the same kill-switch and policy checks, and an unrecorded call is refused.
+
+    ``kill_switch``: None (the default) is the environment kill switch, ``EnvKillSwitch()`` reading
+    ``AGENTWATCH_KILL_SWITCH``, so no gateway is left without one; a switch or sources given here
+    are used as given (add ``EnvKillSwitch()`` to keep the variable); ``False`` opts out entirely.
     """
 
     def __init__(
@@ -122,7 +126,7 @@ class ToolGateway:
         tools: Mapping[str, ToolFunction],
         approver: ApproverLike | None = None,
         credentials: CredentialsLike | None = None,
-        kill_switch: KillSwitch | KillSwitchSource | None = None,
+        kill_switch: KillSwitch | KillSwitchSource | Sequence[KillSwitchSource] | Literal[False] | None = None,
         approval_timeout: float = 300.0,
         tracer_provider: TracerProvider | None = None,
         settings: InstrumentationSettings | None = None,
@@ -134,7 +138,15 @@ class ToolGateway:
         self._tools = {name: _inspect_tool(name, fn) for name, fn in tools.items()}
         self._approvals = ApprovalCaller(approver, timeout=approval_timeout)
         self._credentials = _credentials_function(credentials)
-        self.kill_switch = KillSwitch.from_spec(kill_switch)
+        self.kill_switch: KillSwitch | None
+        if kill_switch is None:
+            # Not wiring a kill switch must not mean having none: operators can always stop
+            # every gateway with AGENTWATCH_KILL_SWITCH. kill_switch=False opts out.
+            self.kill_switch = KillSwitch(EnvKillSwitch())
+        elif kill_switch is False:
+            self.kill_switch = None
+        else:
+            self.kill_switch = KillSwitch.from_spec(kill_switch)
         self._tracer_provider = tracer_provider
         self._settings = settings
         self._standalone_idempotency = IdempotencyLedger(limit=_STANDALONE_IDEMPOTENCY_LIMIT)

@@ -6,9 +6,11 @@ A model without a price is marked ``agentwatch.cost.unpriced`` and counted on th
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, Final
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -18,6 +20,28 @@ from agentwatch.instrumentation import semconv
 from agentwatch.instrumentation._context import current_step
 from agentwatch.instrumentation._guard import end_span, start_span
 from agentwatch.instrumentation._runapi import MeteredRun
+
+logger: Final = logging.getLogger("agentwatch.instrumentation")
+
+_warned_models: set[str] = set()
+_warned_lock = threading.Lock()
+_WARNED_LIMIT: Final = 1024  # model names come from callers and spans; never let the set grow unbounded
+
+
+def warn_unpriced(model: str) -> None:
+    """Log a WARNING the first time (per process) an LLM call of ``model`` has no price."""
+    key = model.strip().lower()
+    with _warned_lock:
+        if key in _warned_models or len(_warned_models) >= _WARNED_LIMIT:
+            return
+        _warned_models.add(key)
+    logger.warning(
+        "model %r has no price: its LLM calls are recorded with unknown cost (agentwatch.cost.unpriced), "
+        "and a run with a max_usd budget stops before calling it (stop reason max_usd, reason unpriced_model) "
+        "unless Budget(allow_unpriced_models=[...]) or Budget(allow_unpriced=True) allows it; add its price "
+        "to the config's pricing: section or configure(price_table=...)",
+        model,
+    )
 
 
 def _count(name: str, value: int) -> int:
@@ -151,6 +175,7 @@ class LLMCall:
             output_tokens=self.output_tokens,
             cached_input_tokens=self.cached_input_tokens,
             cost_usd=self.cost_usd,
+            model=self.response_model or self.model,
         )
         end_span(span, strict=run.settings.strict, end_time=end_time_ns)
 

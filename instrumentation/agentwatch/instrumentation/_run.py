@@ -31,7 +31,7 @@ from agentwatch.instrumentation._gateway import ToolGateway
 from agentwatch.instrumentation._guard import end_span, error_description, start_span
 from agentwatch.instrumentation._idempotency import IdempotencyLedger
 from agentwatch.instrumentation._installed import current_settings, current_tracer_provider, tracer_for
-from agentwatch.instrumentation._llm import LLMCall
+from agentwatch.instrumentation._llm import LLMCall, warn_unpriced
 from agentwatch.instrumentation._runapi import GovernedRun
 from agentwatch.instrumentation._settings import InstrumentationSettings
 from agentwatch.instrumentation._step import StepScope
@@ -188,7 +188,7 @@ class AgentRun:
         input_messages: Sequence[Any] | None = None,
     ) -> LLMCall:
         """Context manager for one LLM call; set usage on it, the cost is computed at exit."""
-        self._admit_llm_call()
+        self._admit_llm_call(model)
         return LLMCall(self, model=model, provider=provider, operation=operation, input_messages=input_messages)
 
     def record_llm_call(
@@ -210,7 +210,9 @@ class AgentRun:
         end_time_ns: int | None = None,
     ) -> LLMCall:
         """Record an LLM call that already happened (one span, usage and cost added to the run)."""
-        call = self.llm_call(model=model, provider=provider, operation=operation, input_messages=input_messages)
+        # A call with a billed cost is priced whatever its model; else either model name may price it.
+        self._admit_llm_call(*(() if cost_usd is not None else (model, *((response_model,) if response_model else ()))))
+        call = LLMCall(self, model=model, provider=provider, operation=operation, input_messages=input_messages)
         call.start(start_time_ns=start_time_ns)
         call.set_usage(input_tokens=input_tokens, output_tokens=output_tokens, cached_input_tokens=cached_input_tokens)
         call.set_response(
@@ -305,11 +307,15 @@ class AgentRun:
         if self.budget.max_seconds is not None:
             self._enforce(self.budget.check_time, self.elapsed_seconds())
 
-    def _admit_llm_call(self) -> None:
+    def _admit_llm_call(self, *models: str) -> None:
+        """Admit an LLM call; with ``max_usd``, refuse it if none of ``models`` (if given) has a price."""
         self._ensure_running()
         self._check_kill_switch()
         self._check_time()
         self._enforce(self.budget.check_usd, self._cost_usd)
+        if models and self.budget.max_usd is not None and all(self.settings.prices().lookup(m) is None for m in models):
+            warn_unpriced(models[0])
+            self._enforce(lambda spent: self.budget.check_unpriced(models[0], spent), self._cost_usd)
 
     # -- terminal conditions ----------------------------------------------------------------------
 
@@ -325,14 +331,16 @@ class AgentRun:
 
     def _budget_exceeded(self, exc: BudgetExceeded) -> None:
         if self._make_terminal(exc):
-            self.span.add_event(
-                semconv.EVENT_BUDGET_EXHAUSTED,
-                {
-                    semconv.EVENT_ATTR_BUDGET: exc.budget.value,
-                    semconv.EVENT_ATTR_LIMIT: float(exc.limit),
-                    semconv.EVENT_ATTR_USED: float(exc.used),
-                },
-            )
+            attributes: dict[str, AttributeValue] = {
+                semconv.EVENT_ATTR_BUDGET: exc.budget.value,
+                semconv.EVENT_ATTR_LIMIT: float(exc.limit),
+                semconv.EVENT_ATTR_USED: float(exc.used),
+            }
+            if exc.reason is not None:
+                attributes[semconv.EVENT_ATTR_REASON] = exc.reason
+            if exc.model is not None:
+                attributes[semconv.EVENT_ATTR_MODEL] = exc.model
+            self.span.add_event(semconv.EVENT_BUDGET_EXHAUSTED, attributes)
 
     # -- hooks: the _runapi protocols (the gateway, LLM calls, runtime integrations) ---------------
 
@@ -385,9 +393,18 @@ class AgentRun:
             self._tool_dispositions[disposition.value] = self._tool_dispositions.get(disposition.value, 0) + 1
 
     def llm_call_recorded(
-        self, *, input_tokens: int, output_tokens: int, cached_input_tokens: int, cost_usd: float | None
+        self,
+        *,
+        input_tokens: int,
+        output_tokens: int,
+        cached_input_tokens: int,
+        cost_usd: float | None,
+        model: str | None = None,
     ) -> None:
-        """Add one finished LLM call to the totals (``cost_usd`` None: the model has no price)."""
+        """Add one finished LLM call to the totals (``cost_usd`` None: ``model`` has no price).
+
+        An unpriced call admitted before its model was known ends a ``max_usd`` run that does not
+        allow it: the call happened, so it counts, and nothing starts after it."""
         with self._lock:
             self._llm_calls += 1
             self._input_tokens += input_tokens
@@ -397,6 +414,13 @@ class AgentRun:
                 self._unpriced_llm_calls += 1
             else:
                 self._cost_usd += cost_usd
+            spent = self._cost_usd
+        if cost_usd is None:
+            warn_unpriced(model or "unknown")
+            try:
+                self.budget.check_unpriced(model or "unknown", spent)
+            except BudgetExceeded as exc:
+                self._budget_exceeded(exc)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -451,6 +475,7 @@ class AgentRun:
             totals[semconv.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = self._cached_input_tokens
         if self._unpriced_llm_calls:
             totals[semconv.RUN_UNPRICED_LLM_CALLS] = self._unpriced_llm_calls
+            totals[semconv.RUN_COST_UNPRICED] = True
         if self._exhausted is not None:
             totals[semconv.BUDGET_EXHAUSTED] = self._exhausted.value
         span.set_attributes(totals)

@@ -56,9 +56,15 @@ class MeteredRun(RunHandle, Protocol):
     """What an LLM call needs: the run's identity, and a place to add its usage and cost."""
 
     def llm_call_recorded(
-        self, *, input_tokens: int, output_tokens: int, cached_input_tokens: int, cost_usd: float | None
+        self,
+        *,
+        input_tokens: int,
+        output_tokens: int,
+        cached_input_tokens: int,
+        cost_usd: float | None,
+        model: str | None = None,
     ) -> None:
-        """Add one finished LLM call to the run's totals (``cost_usd`` None: the model has no price)."""
+        """Add one finished LLM call to the run's totals (``cost_usd`` None: ``model`` has no price)."""
         ...
 
 

@@ -18,7 +18,7 @@ re-raised; the caller can also catch it inside the block and carry on.
 
 from __future__ import annotations
 
-from agentwatch.instrumentation.semconv import BudgetName, StopReason
+from agentwatch.instrumentation.semconv import BUDGET_REASON_UNPRICED_MODEL, BudgetName, StopReason
 
 
 class AgentWatchError(Exception):
@@ -48,17 +48,39 @@ class RunStopped(AgentWatchError):
 
 
 class BudgetExceeded(RunStopped):
-    """A budget would be exceeded by the next action, which therefore did not start."""
+    """A budget would be exceeded by the next action, which therefore did not start.
 
-    def __init__(self, budget: BudgetName, limit: float, used: float) -> None:
+    ``reason`` is None for a plain exhausted limit; ``"unpriced_model"`` when a ``max_usd`` run
+    met an LLM call whose ``model`` has no price (the budget cannot be enforced on it).
+    """
+
+    def __init__(
+        self,
+        budget: BudgetName,
+        limit: float,
+        used: float,
+        *,
+        reason: str | None = None,
+        model: str | None = None,
+    ) -> None:
         self.budget = budget
         self.limit = limit
         self.used = used
-        super().__init__(
-            f"budget {budget.value} exhausted: {used:g} used of {limit:g}; the run stops with "
-            f"{budget.stop_reason.value}. Raise the limit in Budget(...) if this run needs more.",
-            stop_reason=budget.stop_reason,
-        )
+        self.reason = reason
+        self.model = model
+        if reason == BUDGET_REASON_UNPRICED_MODEL:
+            message = (
+                f"budget {budget.value} cannot be enforced: model {model!r} has no price "
+                f"({used:g} used of {limit:g}); the run stops with {budget.stop_reason.value}. Price it "
+                "(config pricing: section or configure(price_table=...)) or allow it with "
+                "Budget(allow_unpriced_models=[...]) / Budget(allow_unpriced=True)."
+            )
+        else:
+            message = (
+                f"budget {budget.value} exhausted: {used:g} used of {limit:g}; the run stops with "
+                f"{budget.stop_reason.value}. Raise the limit in Budget(...) if this run needs more."
+            )
+        super().__init__(message, stop_reason=budget.stop_reason)
 
 
 class ToolDenied(RunStopped):
@@ -69,9 +91,20 @@ class ToolDenied(RunStopped):
     def __init__(self, tool: str, rule: str, message: str | None = None) -> None:
         self.tool = tool
         self.rule = rule
-        super().__init__(
-            message or f"tool {tool!r} denied by rule {rule!r}; add it to Policy(allow=...) if the agent may call it"
+        super().__init__(message or _denial_hint(tool, rule))
+
+
+def _denial_hint(tool: str, rule: str) -> str:
+    """The default message of a denial: what to change, which depends on the rule that decided."""
+    if rule.startswith("deny:"):
+        # deny beats allow, so suggesting allow would send the reader the wrong way
+        return (
+            f"tool {tool!r} denied by rule {rule!r}: an explicit deny pattern blocks it and nothing overrides "
+            "a deny rule; remove or narrow that pattern in Policy(deny=...) if the agent may call it"
         )
+    if rule == "default_deny":
+        return f"tool {tool!r} denied by rule {rule!r}; add it to Policy(allow=...) if the agent may call it"
+    return f"tool {tool!r} denied by rule {rule!r}"
 
 
 class UnknownTool(ToolDenied):

@@ -92,6 +92,8 @@ RUN_TOOL_CALLS: Final = "agentwatch.run.tool_calls"
 RUN_LLM_CALLS: Final = "agentwatch.run.llm_calls"
 RUN_COST_USD: Final = "agentwatch.run.cost_usd"
 RUN_UNPRICED_LLM_CALLS: Final = "agentwatch.run.unpriced_llm_calls"
+RUN_COST_UNPRICED: Final = "agentwatch.run.cost_unpriced"
+"""True when some LLM call of the run had no price: ``agentwatch.run.cost_usd`` is then a lower bound."""
 RUN_INPUT: Final = "agentwatch.run.input"
 RUN_OUTPUT: Final = "agentwatch.run.output"
 
@@ -142,6 +144,10 @@ EVENT_ATTR_RULE: Final = "rule"
 EVENT_ATTR_REASON: Final = "reason"
 EVENT_ATTR_SCOPE: Final = "scope"
 EVENT_ATTR_APPROVER: Final = "approver"
+EVENT_ATTR_MODEL: Final = "model"
+
+BUDGET_REASON_UNPRICED_MODEL: Final = "unpriced_model"
+"""``reason`` of an ``agentwatch.budget.exhausted`` event when a ``max_usd`` run met a model without a price."""
 
 
 class StopReason(enum.StrEnum):

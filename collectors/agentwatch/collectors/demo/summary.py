@@ -27,6 +27,15 @@ class RunRow:
     cost_usd: float
     budget_exhausted: str | None
     duration_ms: float
+    unpriced_llm_calls: int = 0
+    """LLM calls without a price: ``cost_usd`` is then a lower bound (``unknown`` if nothing was priced)."""
+
+    @property
+    def cost_label(self) -> str:
+        """The cost as printed: dollars, ``≥`` dollars when some calls were unpriced, or ``unknown``."""
+        if not self.unpriced_llm_calls:
+            return f"{self.cost_usd:.5f}"
+        return "unknown" if self.cost_usd <= 0 else f"≥{self.cost_usd:.5f}"
 
 
 @dataclass
@@ -46,6 +55,11 @@ class Summary:
     @property
     def total_cost_usd(self) -> float:
         return sum(run.cost_usd for run in self.runs)
+
+    @property
+    def unpriced_runs(self) -> int:
+        """Runs with an unpriced LLM call: their cost is unknown, so ``total_cost_usd`` is a lower bound."""
+        return sum(1 for run in self.runs if run.unpriced_llm_calls)
 
 
 def _get(attributes: Mapping[str, Any], key: str, default: Any) -> Any:
@@ -75,6 +89,10 @@ def summarize(spans: Iterable[Any]) -> Summary:
                     cost_usd=float(_get(attributes, semconv.RUN_COST_USD, 0.0)),
                     budget_exhausted=attributes.get(semconv.BUDGET_EXHAUSTED),
                     duration_ms=duration,
+                    unpriced_llm_calls=max(
+                        int(_get(attributes, semconv.RUN_UNPRICED_LLM_CALLS, 0)),
+                        1 if attributes.get(semconv.RUN_COST_UNPRICED) else 0,
+                    ),
                 )
             )
         elif operation == semconv.OP_EXECUTE_TOOL:
@@ -95,14 +113,18 @@ def render(summary: Summary, *, width: int = 100) -> str:
     for run in summary.runs:
         lines.append(
             f"{run.tenant_id:<10} {run.track:<8} {run.stop_reason:<18} {run.steps:>5} {run.tool_calls:>5} "
-            f"{run.cost_usd:>10.5f}  {run.budget_exhausted or '-'}"
+            f"{run.cost_label:>10}  {run.budget_exhausted or '-'}"
         )
     lines.append("")
     lines.append("stop reasons:   " + ", ".join(f"{k} {v}" for k, v in sorted(summary.stop_reasons.items())))
     budgets = summary.budgets_hit
     lines.append("budgets hit:    " + (", ".join(f"{k} {v}" for k, v in sorted(budgets.items())) or "none"))
     per_run = summary.total_cost_usd / max(1, len(summary.runs))
-    lines.append(f"total cost:     ${summary.total_cost_usd:.5f} (${per_run:.5f} per run)")
+    unpriced = summary.unpriced_runs
+    lines.append(
+        f"total cost:     {'≥' if unpriced else ''}${summary.total_cost_usd:.5f} (${per_run:.5f} per run)"
+        + (f"; {unpriced} run(s) called unpriced models, their cost is unknown" if unpriced else "")
+    )
     lines.append("")
     lines.append(f"{'tool':<18} {'disposition':<14} {'outcome':<8} {'calls':>5}")
     for (tool, disposition, outcome), count in sorted(summary.gateway.items()):

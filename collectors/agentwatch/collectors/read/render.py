@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from datetime import UTC
 from typing import Final
@@ -42,7 +43,27 @@ def format_duration_ms(milliseconds: float) -> str:
 
 
 def format_usd(value: float) -> str:
+    """``$0.0123``, ``$1,234.50``; a non-zero amount below a cent keeps three significant digits
+    (``$0.000150``, not ``$0.0002``), so per-call costs stay readable."""
+    if 0 < value < 0.01:
+        return f"${value:.{2 - math.floor(math.log10(value))}f}"
     return f"${value:.4f}" if value < 100 else f"${value:,.2f}"
+
+
+def format_cost(value: float, unpriced_llm_calls: int = 0) -> str:
+    """A run's cost: ``unknown`` when only unpriced models were called, ``≥$X + unpriced`` when some were."""
+    if unpriced_llm_calls <= 0:
+        return format_usd(value)
+    return "unknown" if value <= 0 else f"≥{format_usd(value)} + unpriced"
+
+
+def _unpriced_calls(attributes: Mapping[str, str]) -> int:
+    """Unpriced LLM calls a run span reports (``agentwatch.run.unpriced_llm_calls`` / ``.cost_unpriced``)."""
+    try:
+        count = int(attributes.get(semconv.RUN_UNPRICED_LLM_CALLS, "0"))
+    except ValueError:
+        count = 0
+    return max(count, 1 if attributes.get(semconv.RUN_COST_UNPRICED) == "true" else 0)
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]], right: frozenset[int]) -> str:
@@ -89,7 +110,7 @@ def render_runs(rows: Sequence[RunSummary]) -> str:
             str(run.tool_calls),
             str(run.llm_calls),
             f"{run.input_tokens}/{run.output_tokens}",
-            format_usd(run.cost_usd),
+            format_cost(run.cost_usd, run.unpriced_llm_calls),
             format_duration_ms(run.duration_s * 1000),
         )
         for run in rows
@@ -107,6 +128,17 @@ def _cost(attributes: Mapping[str, str], key: str) -> str:
         return format_usd(float(raw)) if raw is not None else ""
     except ValueError:
         return raw or ""
+
+
+def _run_cost(attributes: Mapping[str, str]) -> str:
+    """A run span's cost, ``unknown`` / ``≥$X + unpriced`` when some of its LLM calls had no price."""
+    unpriced = _unpriced_calls(attributes)
+    if not unpriced:
+        return _cost(attributes, semconv.RUN_COST_USD)
+    try:
+        return format_cost(float(attributes[semconv.RUN_COST_USD]), unpriced)
+    except (KeyError, ValueError):
+        return "unknown"
 
 
 def _first(attributes: Mapping[str, str], *keys: str) -> str:
@@ -170,7 +202,7 @@ def describe(node: TraceNode) -> str:
                 f"tokens={a[semconv.GEN_AI_USAGE_INPUT_TOKENS]}/{a.get(semconv.GEN_AI_USAGE_OUTPUT_TOKENS, '0')}"
             )
         if semconv.RUN_COST_USD in a:
-            parts.append(f"cost={_cost(a, semconv.RUN_COST_USD)}")
+            parts.append(f"cost={_run_cost(a)}")
     elif node.kind == "run":  # another instrumentation's agent span
         if a.get(semconv.GEN_AI_AGENT_NAME):
             parts.append(f"agent={a[semconv.GEN_AI_AGENT_NAME]}")
@@ -187,7 +219,7 @@ def describe(node: TraceNode) -> str:
         if semconv.COST_USD in a:
             parts.append(f"cost={_cost(a, semconv.COST_USD)}")
         elif a.get(semconv.COST_UNPRICED) == "true":
-            parts.append("cost=unpriced")
+            parts.append("cost=unknown(unpriced)")
     elif node.kind == "tool":
         tool = _first(a, semconv.GEN_AI_TOOL_NAME, OPENINFERENCE_TOOL_NAME, TRACELOOP_ENTITY_NAME)
         if tool and tool not in node.name:
@@ -227,7 +259,7 @@ def render_trace(view: TraceView, *, content: bool = False, content_width: int =
             f"run {run.run_id}  agent={run.agent} version={run.version or '-'} track={run.track} "
             f"tenant={run.tenant or '-'}  stop={run.stop_reason}"
             + (f" budget={run.budget_exhausted}" if run.budget_exhausted else "")
-            + f"  cost={format_usd(run.cost_usd)}"
+            + f"  cost={format_cost(run.cost_usd, run.unpriced_llm_calls)}"
         )
     services = sorted({node.service_name for node in view.nodes() if node.service_name})
     lines += [
@@ -352,6 +384,7 @@ def render_stats(view: Stats) -> str:
 __all__ = [
     "CONTENT_WIDTH",
     "describe",
+    "format_cost",
     "format_duration_ms",
     "format_usd",
     "render_runs",

@@ -270,7 +270,7 @@ class SdkRun:
             )
             with self._lock:
                 self._step = _OpenStep(index, span, step_agent)
-        run._admit_llm_call()  # USD and time budgets, kill switch
+        run._admit_llm_call(*((request_model,) if request_model else ()))  # USD/time budgets, kill switch
         with self._lock:
             if self._step is not None:
                 self._step.model_calls += 1
