@@ -3,13 +3,18 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
+comma  := ,
 EXTRAS ?= dev,collector,embedded,dashboards,runtimes
 STAMP  := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
-comma  := ,
+# `make demo` installs only what `agentwatch demo` imports: the collector, the embedded ClickHouse
+# (chDB) and the agent runtimes it runs the example on; no dev tools, no dashboards SDK.
+DEMO_EXTRAS := collector,embedded,runtimes
+DEMO_STAMP  := $(VENV)/.installed-$(subst $(comma),-,$(DEMO_EXTRAS))
 
 .PHONY: install demo test test-fast lint typecheck pytest bench generate clean
 
 $(BIN)/python:
+	@echo "creating the virtual environment $(VENV)"
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
 	  echo "python3-venv is missing; installing it with apt-get"; \
 	  apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null && $(PYTHON) -m venv $(VENV); }
@@ -17,6 +22,13 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
+	@touch $@
+	$(if $(filter-out $(subst $(comma), ,$(EXTRAS)),$(subst $(comma), ,$(DEMO_EXTRAS))),,@touch $(DEMO_STAMP))
+
+# pip's own output is the progress here: a first install downloads a few hundred MB (chDB, the runtimes)
+$(DEMO_STAMP): pyproject.toml | $(BIN)/python
+	@echo "installing agentwatch and what the demo needs [$(DEMO_EXTRAS)] into $(VENV)"
+	$(BIN)/python -m pip install --progress-bar on -e ".[$(DEMO_EXTRAS)]"
 	@touch $@
 
 # Debian packages the tests drive for real (promtool, Prometheus, Alertmanager); skipped when present.
@@ -29,7 +41,7 @@ $(SYSDEPS): | $(BIN)/python
 
 install: $(STAMP)
 
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	$(BIN)/agentwatch demo
 
 lint: $(STAMP)

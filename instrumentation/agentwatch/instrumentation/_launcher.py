@@ -3,6 +3,11 @@
 Like ``opentelemetry-instrument``: the command is executed unchanged, with the folder holding
 agentwatch's ``sitecustomize`` first on ``PYTHONPATH``; that module calls ``configure()`` from the
 standard ``OTEL_*`` variables and ``instrument()``, so the program needs no code change.
+
+A Python that cannot import agentwatch would run the program with nothing set up and send
+nothing, so a Python command is checked first: a bare ``python``/``python3`` that is another
+interpreter (or missing) is replaced by the one agentwatch is installed in, with a notice; a path
+to such a Python stops the launcher with exit 2 and a message naming both interpreters.
 """
 
 from __future__ import annotations
@@ -11,7 +16,9 @@ import argparse
 import importlib.util
 import logging
 import os
+import re
 import shutil
+import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -21,6 +28,12 @@ RUNTIMES_ENV: Final = "AGENTWATCH_INSTRUMENT_RUNTIMES"
 DISABLED_ENV: Final = "AGENTWATCH_INSTRUMENT_DISABLED"  # an escape hatch that needs no redeploy of the command
 _AUTOLOAD_DIR: Final = Path(__file__).resolve().parent / "_autoload"
 _BOOTSTRAPPED_ENV: Final = "_AGENTWATCH_BOOTSTRAPPED"
+_PYTHON_NAME: Final = re.compile(r"python(\d+(\.\d+)?)?w?(\.exe)?")
+_PROBE: Final = (
+    "import importlib.util, sys; sys.exit(0 if importlib.util.find_spec('agentwatch.instrumentation') else 1)"
+)
+_PROBE_TIMEOUT_S: Final = 20.0
+EXIT_WRONG_PYTHON: Final = 2
 
 logger: Final = logging.getLogger("agentwatch.instrumentation")
 
@@ -75,6 +88,56 @@ def _run_shadowed_sitecustomize() -> None:
             return
 
 
+def _own_python_names() -> set[str]:
+    major, minor = sys.version_info[:2]
+    return {"python", f"python{major}", f"python{major}.{minor}"}
+
+
+def can_import_agentwatch(python: str, environ: Mapping[str, str]) -> bool:
+    """Whether ``python`` (with this environment's ``PYTHONPATH``) finds ``agentwatch.instrumentation``."""
+    if Path(os.path.abspath(python)).parent == Path(os.path.abspath(sys.executable)).parent:
+        return True  # the same bin folder (virtualenv) as this launcher's own interpreter
+    probe_env = {**environ, DISABLED_ENV: "1"}  # our sitecustomize must not set anything up in the probe
+    try:
+        done = subprocess.run(
+            [python, "-c", _PROBE], env=probe_env, capture_output=True, timeout=_PROBE_TIMEOUT_S, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
+
+
+def python_to_run(command: str, environ: Mapping[str, str]) -> str | int | None:
+    """For a Python command: the interpreter to run, or an exit code after a message; None for any other command.
+
+    A bare ``python``/``python3`` (or this interpreter's exact version) that is missing or cannot import
+    agentwatch is replaced by this interpreter, with a notice. Any other Python that cannot import
+    agentwatch is refused: it would run the program with nothing set up and send nothing.
+    """
+    name = os.path.basename(command)
+    if not _PYTHON_NAME.fullmatch(name):
+        return None
+    found = shutil.which(command, path=environ.get("PATH"))
+    if found is not None and can_import_agentwatch(found, environ):
+        return found
+    bare = os.sep not in command and (os.altsep is None or os.altsep not in command)
+    if bare and name in _own_python_names():
+        where = "is not on PATH" if found is None else f"on PATH is {found}, which cannot import agentwatch"
+        print(f"agentwatch-instrument: {command} {where}; running {sys.executable} instead", file=sys.stderr)
+        return sys.executable
+    if found is None:
+        return None  # reported as "command not found"
+    print(
+        f"agentwatch-instrument: {command} ({found}) cannot import agentwatch, so the program would run with "
+        f"nothing set up and send nothing.\n"
+        f"  agentwatch is installed for {sys.executable}.\n"
+        f"  Fix: run the program with that Python (agentwatch-instrument {sys.executable} ...), "
+        f"or install agentwatch into {found} ({found} -m pip install agentwatch).",
+        file=sys.stderr,
+    )
+    return EXIT_WRONG_PYTHON
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="agentwatch-instrument",
@@ -106,9 +169,14 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: RET503 - execve rep
                 file=sys.stderr,
             )
             return 2
-    executable = shutil.which(args.command)
+    env = child_environment(os.environ, runtimes=runtimes)
+    chosen = python_to_run(args.command, env)
+    if isinstance(chosen, int):
+        return chosen
+    executable = chosen if chosen is not None else shutil.which(args.command)
     if executable is None:
         print(f"agentwatch-instrument: command not found: {args.command}", file=sys.stderr)
         return 127
-    env = child_environment(os.environ, runtimes=runtimes)
-    os.execve(executable, [args.command, *args.args], env)  # replaces this process, like exec in a shell
+    # a substituted Python gets its own path as argv[0]: a bare name would make it look itself up on PATH
+    argv0 = executable if chosen is not None else args.command
+    os.execve(executable, [argv0, *args.args], env)  # replaces this process, like exec in a shell

@@ -274,3 +274,16 @@ def test_delta_method_mean_ratio_by_hand() -> None:
     assert estimate.interval == pytest.approx((1.6 * math.exp(-1.959964 * spread), 1.6 * math.exp(1.959964 * spread)))
     assert estimate.p_value == pytest.approx(float(stats.norm.sf(math.log(1.6) / spread)))
     assert distributions.delta_mean_ratio(np.zeros(5), y, 0.95) is None
+
+
+def test_mean_ratio_of_an_empty_side_is_none_without_a_warning() -> None:
+    import warnings
+
+    import numpy as np
+
+    from agentwatch.collectors.drift.distributions import delta_mean_ratio
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's "Mean of empty slice" must not be reached
+        assert delta_mean_ratio(np.array([], dtype=float), np.array([1.0, 2.0]), 0.95) is None
+        assert delta_mean_ratio(np.array([1.0, 2.0]), np.array([], dtype=float), 0.95) is None

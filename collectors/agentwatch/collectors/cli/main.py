@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
+from typing import Any, TextIO, cast
 
 from agentwatch.collectors.cli.drift import add_drift_command
 from agentwatch.collectors.cli.read import add_read_commands
@@ -122,8 +124,16 @@ _COLLECTOR_FLAGS = (
     "max_attributes_per_span",
     "max_concurrent_decodes",
     "decode_timeout_seconds",
+    "max_inflight_bytes",
+    "batch_max_spans",
+    "batch_max_bytes",
+    "batch_timeout_seconds",
+    "retry_after_seconds",
     "traces_ttl_days",
     "runs_ttl_days",
+    "max_tools_per_agent",
+    "max_models_per_agent",
+    "redact",
     "drift_enabled",
     "drift_interval_seconds",
     "drift_window",
@@ -135,7 +145,7 @@ _COLLECTOR_FLAGS = (
 
 
 def _add_collector(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from agentwatch.collectors.config.settings import SETTING_TYPES
+    from agentwatch.collectors.config.settings import SETTING_TYPES, CollectorSettings
 
     collector = commands.add_parser(
         "collector",
@@ -155,6 +165,14 @@ def _add_collector(commands: argparse._SubParsersAction[argparse.ArgumentParser]
         "body_timeout_seconds": "time for a request's body from its head, HTTP listeners (default 30)",
         "max_concurrent_decodes": "requests decompressed and decoded at once; others wait (default 4)",
         "decode_timeout_seconds": "time limit for one request's decoding, and for waiting for a slot (default 10)",
+        "max_inflight_bytes": "request bytes being processed at once; beyond it 429 (default 256 MiB)",
+        "batch_max_spans": "spans per ClickHouse insert at most (default 50000)",
+        "batch_max_bytes": "bytes per ClickHouse insert at most (default 64 MiB)",
+        "batch_timeout_seconds": "longest wait before a partial batch is inserted (default 0.5)",
+        "retry_after_seconds": "Retry-After sent with 429 and 503 (default 5)",
+        "max_tools_per_agent": "metric label cap: distinct tools per agent (default 50)",
+        "max_models_per_agent": "metric label cap: distinct models per agent (default 20)",
+        "redact": "scrub secrets from every span (default on; --no-redact turns it off)",
         "drift_enabled": "run the drift analyzer (true/false, default true): canary gauges on /metrics",
         "drift_interval_seconds": "seconds between drift evaluations (default 60)",
         "drift_window": "how far back canary runs are looked for: 24h, 7d (default 7d)",
@@ -163,9 +181,10 @@ def _add_collector(commands: argparse._SubParsersAction[argparse.ArgumentParser]
         "drift_canary_share": "canary traffic share: 0.1 or support=0.1,billing=0.25 (default: estimated)",
         "drift_max_runs": "runs per evaluation at most, the earliest first (default 100000)",
     }
+    defaults = CollectorSettings()
     for name in _COLLECTOR_FLAGS:
         flag = "--" + name.replace("_", "-")
-        if name == "drift_enabled":  # on by default, so it needs an off switch: --no-drift-enabled
+        if getattr(defaults, name) is True:  # on by default: an off switch, --no-redact
             collector.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text.get(name))
         elif SETTING_TYPES[name] is bool:
             collector.add_argument(flag, action="store_const", const=True, default=None, help=help_text.get(name))
@@ -193,6 +212,7 @@ def _add_collector(commands: argparse._SubParsersAction[argparse.ArgumentParser]
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="agentwatch", description="Observability and governance for LLM agents.")
+    parser.add_argument("--version", action="version", version=f"agentwatch {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     demo = commands.add_parser("demo", help="run the example agents and print what the telemetry shows")
     demo.add_argument("--json", action="store_true", help="machine-readable output")
@@ -231,11 +251,64 @@ def _add_artifact_commands(commands: argparse._SubParsersAction[argparse.Argumen
     dashboards_cli.add_commands(commands, write_rules=alerts_cli.write_committed)
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("agentwatch")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "unknown"
+
+
+class _PipeSafeStdout:
+    """``sys.stdout`` whose reader may leave (``agentwatch runs | head -1``): the rest goes to /dev/null.
+
+    A closed pipe must neither print a traceback nor change the exit code (a gate's code is its
+    verdict), so the command carries on writing into /dev/null and returns its own code.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def _to_devnull(self) -> None:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, self._stream.fileno())
+        finally:
+            os.close(devnull)
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._to_devnull()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._to_devnull()
+            self._stream.flush()  # what the buffer still holds now goes to /dev/null
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler = args.handler
-    result: int = handler(args)
+    stdout = sys.stdout
+    sys.stdout = cast(TextIO, _PipeSafeStdout(stdout))
+    try:
+        result: int = handler(args)
+        sys.stdout.flush()
+    except KeyboardInterrupt:  # Ctrl-C: one line and the shell's code for SIGINT, no traceback
+        print(f"agentwatch {args.command}: interrupted", file=sys.stderr)
+        result = 130
+    finally:
+        sys.stdout = stdout
     return result
 
 

@@ -1,4 +1,4 @@
-"""``agentwatch runs`` and ``agentwatch trace ID``: read runs and traces from a collector or a store.
+"""``agentwatch runs``, ``agentwatch trace ID`` and ``agentwatch stats``: read from a collector or a store.
 
 ``trace`` takes a run id or a trace id (32 hex digits: any stored trace, foreign spans included) and
 shows captured content (redacted at ingest) with ``--content``.
@@ -25,9 +25,10 @@ from typing import Any, Final, Protocol, TypeVar
 
 from agentwatch.collectors.config.settings import DEFAULT_CLICKHOUSE
 from agentwatch.collectors.read.filters import InvalidQuery, RunFilter, parse_limit, parse_since
-from agentwatch.collectors.read.models import RunSummary, TraceView
-from agentwatch.collectors.read.render import render_runs, render_trace
+from agentwatch.collectors.read.models import RunSummary, Stats, TraceView
+from agentwatch.collectors.read.render import render_runs, render_stats, render_trace
 from agentwatch.collectors.read.runs import list_runs
+from agentwatch.collectors.read.stats import stats
 from agentwatch.collectors.read.traces import get_trace, is_trace_id
 
 DEFAULT_COLLECTOR: Final = "http://127.0.0.1:4318"
@@ -58,6 +59,8 @@ class Source(Protocol):
     def runs(self, params: dict[str, str], flt: RunFilter) -> list[RunSummary]: ...
 
     def trace(self, run_id: str, tenant: str | None, content: bool = False) -> TraceView | None: ...
+
+    def stats(self, params: dict[str, str], flt: RunFilter) -> Stats: ...
 
     def close(self) -> None: ...
 
@@ -113,8 +116,38 @@ class CollectorSource:
         document = self.get_document(f"/api/v1/runs/{urllib.parse.quote(run_id, safe='')}/trace", params)
         return TraceView.from_dict(document["trace"]) if document is not None else None
 
+    def stats(self, params: dict[str, str], flt: RunFilter) -> Stats:
+        document = self.get_document("/api/v1/stats", params)
+        if document is None or not isinstance(document.get("stats"), dict):
+            raise ReadError(f"{self.description} has no fleet statistics (/api/v1/stats answered 404)")
+        return _stats_from_dict(document["stats"])
+
     def close(self) -> None:
         return None
+
+
+def _stats_from_dict(data: dict[str, Any]) -> Stats:
+    """The read API's ``stats`` document back into a ``Stats`` (the inverse of ``Stats.to_dict``)."""
+    from datetime import datetime
+
+    def when(value: Any) -> datetime | None:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00")) if value else None
+
+    def rows(key: str) -> list[dict[str, Any]]:
+        value = data.get(key)
+        return [dict(row) for row in value if isinstance(row, dict)] if isinstance(value, list) else []
+
+    tenant = data.get("tenant")
+    return Stats(
+        since=when(data.get("since")),
+        until=when(data.get("until")),
+        tenant=str(tenant) if tenant else None,
+        stop_reasons=rows("stop_reasons"),
+        budgets=rows("budgets"),
+        denials=rows("denials"),
+        cost=rows("cost"),
+        top_tools=rows("top_tools"),
+    )
 
 
 def _error_message(exc: urllib.error.HTTPError) -> str:
@@ -138,6 +171,12 @@ class StoreSource:
         try:
             self.store = ClickHouseStore.open(url)
         except (StoreError, ValueError, OSError) as exc:
+            path = _embedded_path(url)
+            if path is not None and _held_by_another_process(path):
+                raise ReadError(
+                    f"{self.description} is in use by another process (a running collector?); an embedded store "
+                    f"has one owner: read through it with --collector URL (e.g. --collector {DEFAULT_COLLECTOR})"
+                ) from None
             raise ReadError(f"cannot open {self.description}: {exc}") from None
 
     def run_query(self, function: Callable[[], Any]) -> Any:
@@ -155,6 +194,10 @@ class StoreSource:
         result: TraceView | None = self.run_query(lambda: get_trace(self.store, run_id, tenant=tenant, content=content))
         return result
 
+    def stats(self, params: dict[str, str], flt: RunFilter) -> Stats:
+        result: Stats = self.run_query(lambda: stats(self.store, flt))
+        return result
+
     def close(self) -> None:
         self.store.close()
 
@@ -162,6 +205,29 @@ class StoreSource:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _held_by_another_process(path: Path) -> bool:
+    """True when another process holds the embedded engine's lock on ``path`` (its ``status`` file)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: cannot tell
+        return False
+    try:
+        descriptor = os.open(path / "status", os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    else:
+        fcntl.flock(descriptor, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(descriptor)
 
 
 def _embedded_path(url: str) -> Path | None:
@@ -274,8 +340,37 @@ def runs_command(args: argparse.Namespace) -> int:
     return _run_command("runs", args, body)
 
 
+_HEX_DIGITS: Final = frozenset("0123456789abcdefABCDEF")
+
+
+def id_problem(text: str) -> str | None:
+    """Why ``text`` cannot be a run id or a trace id, or None when it may be one.
+
+    Run ids are ``uuid4().hex`` by default (32 hex digits, like trace ids), but an application may
+    choose its own, so only what is plainly a mangled hex id (or no id at all) is refused.
+    """
+    if not text.strip() or any(char.isspace() or not char.isprintable() for char in text):
+        return "it is empty or contains spaces"
+    hex_only = all(char in _HEX_DIGITS for char in text)
+    if hex_only and len(text) != 32 and len(text) >= 16:
+        return f"it has {len(text)} hex digits, a trace id has 32"
+    if len(text) == 32 and not hex_only and text.isalnum():
+        wrong = sorted({char for char in text if char not in _HEX_DIGITS})
+        return f"it has 32 characters but {', '.join(map(repr, wrong))} is not a hex digit"
+    if hex_only and len(text) == 32 and not is_trace_id(text):
+        return "the all-zero trace id is invalid"
+    return None
+
+
 def trace_command(args: argparse.Namespace) -> int:
     """``agentwatch trace ID``: a run's (or any trace's) spans as a tree; ``--content`` adds captured content."""
+    problem = id_problem(args.run_id)
+    if problem is not None:  # before any I/O: a copy-paste slip is not "no such run"
+        return _fail(
+            "trace",
+            f"ID must be a run id or a trace id (32 hex digits); {args.run_id!r} is neither: {problem}",
+            EXIT_USAGE,
+        )
 
     def body(source: Source) -> int:
         view = source.trace(args.run_id, args.tenant, content=args.content)
@@ -289,6 +384,32 @@ def trace_command(args: argparse.Namespace) -> int:
         return EXIT_OK
 
     return _run_command("trace", args, body)
+
+
+def stats_command(args: argparse.Namespace) -> int:
+    """``agentwatch stats``: the fleet report (stop reasons, budgets, denials, cost, top tools) for a window."""
+    raw = {"agent": args.agent, "track": args.track, "tenant": args.tenant, "since": args.since, "until": args.until}
+    params = {name: str(value) for name, value in raw.items() if value is not None}
+    try:
+        flt = RunFilter(
+            agent=args.agent,
+            track=args.track,
+            tenant=args.tenant,
+            since=parse_since(args.since) if args.since is not None else None,
+            until=parse_since(args.until) if args.until is not None else None,
+        )
+    except InvalidQuery as exc:
+        return _fail("stats", str(exc), EXIT_USAGE)
+
+    def body(source: Source) -> int:
+        view = source.stats(params, flt)
+        if args.json:
+            print(json.dumps({"stats": view.to_dict()}, indent=2))
+        else:
+            print(render_stats(view))
+        return EXIT_OK
+
+    return _run_command("stats", args, body)
 
 
 def add_source_flags(parser: argparse.ArgumentParser) -> None:
@@ -306,7 +427,7 @@ def _add_source_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def add_read_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``runs`` and ``trace`` to the ``agentwatch`` command; each sets ``handler`` to a fn(args) -> int."""
+    """Add ``runs``, ``trace`` and ``stats`` to ``agentwatch``; each sets ``handler`` to a fn(args) -> int."""
     source_note = (
         "Reads from --collector URL or --clickhouse URL; with neither, the collector at "
         f"{DEFAULT_COLLECTOR}, else the store {DEFAULT_CLICKHOUSE}."
@@ -335,13 +456,27 @@ def add_read_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
     _add_source_flags(trace)
     trace.set_defaults(handler=trace_command)
 
+    fleet = subparsers.add_parser(
+        "stats",
+        help="the fleet report: stop reasons, budgets hit, denials, cost per run, top tools",
+        description="What `agentwatch demo` prints and GET /api/v1/stats answers, for a window. " + source_note,
+    )
+    fleet.add_argument("--since", help="runs started at or after: 15m, 24h, 7d or ISO-8601 (default: all)")
+    fleet.add_argument("--until", help="runs started at or before: 15m, 2h, 7d or ISO-8601")
+    fleet.add_argument("--agent", help="only this agent")
+    fleet.add_argument("--track", help="only this track (stable, canary, baseline)")
+    _add_source_flags(fleet)
+    fleet.set_defaults(handler=stats_command)
+
 
 __all__ = [
     "DEFAULT_COLLECTOR",
     "TOKEN_ENV",
     "add_read_commands",
     "add_source_flags",
+    "id_problem",
     "open_source",
     "runs_command",
+    "stats_command",
     "trace_command",
 ]

@@ -7,21 +7,31 @@ look next. Then the same tickets run on each runtime the agent is written for (t
 the OpenAI Agents SDK, LangGraph) and a parity table compares them, read back from ClickHouse
 too; and runs recorded on the custom loop are replayed onto the Agents SDK and back
 (``demo_replay``). ``--serve`` keeps the collector running afterwards.
+
+Where to look next is true for how the demo ran: after a plain run the collector has stopped, so
+the commands read the store directly (``--clickhouse chdb://DIR``, with the ``agentwatch`` this
+demo runs as, spelled so it works from the shell); with ``--serve`` they name the URLs the
+collector actually bound. ``--serve`` listens on the well-known ports (or ``AGENTWATCH_OTLP_HTTP``,
+``AGENTWATCH_OTLP_GRPC``, ``AGENTWATCH_METRICS``) and stops with exit 2 when one is busy, rather than
+serving on another port the printed commands would not use.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shlex
+import shutil
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, cast
 
-from agentwatch.collectors.config.settings import CollectorSettings
+from agentwatch.collectors.config.settings import ENV_PREFIX, CollectorSettings, SettingsError, parse_address
 from agentwatch.collectors.demo.replay import ReplayResult, record_scenarios, render_replay, replay_recorded
 from agentwatch.collectors.drift.analyzer import AgentDrift, analyze_all
 from agentwatch.collectors.metric_names import CANARY_VERDICT, VERDICT_CODES
@@ -33,6 +43,17 @@ from agentwatch.collectors.service.collector import CollectorService
 from agentwatch.collectors.store.schema import RUNS_TABLE
 
 SERVICE_NAME = "support-agent"
+EXIT_PORT_BUSY: Final = 2
+# the listeners ``--serve`` keeps open: setting, well-known address, what it serves
+SERVE_ADDRESSES: Final = (
+    ("otlp_http", "127.0.0.1:4318", "OTLP/HTTP and the read API"),
+    ("otlp_grpc", "127.0.0.1:4317", "OTLP/gRPC"),
+    ("metrics", "127.0.0.1:9464", "Prometheus /metrics"),
+)
+
+
+class PortBusy(Exception):
+    """A port ``--serve`` needs is taken; the message names it, the flag and the way out."""
 
 
 def _port_or_any(preferred: int) -> int:
@@ -45,16 +66,65 @@ def _port_or_any(preferred: int) -> int:
     return preferred
 
 
-def demo_settings(data_dir: Path, *, drift_since: datetime | None = None) -> CollectorSettings:
-    """The demo's collector: embedded store beside ``data_dir``; drift over this demo's runs only."""
+def _is_free(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the collector binds
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _busy_message(setting: str, address: str, what: str) -> str:
+    env = ENV_PREFIX + setting.upper()
+    return (
+        f"agentwatch demo: --serve needs {address} ({what}), but that port is in use (another collector or demo?).\n"
+        f"  Stop what listens there, pick another port ({env}=127.0.0.1:PORT agentwatch demo --serve), "
+        "or run without --serve."
+    )
+
+
+def serve_addresses(environ: Mapping[str, str]) -> dict[str, str]:
+    """The addresses ``--serve`` listens on, each checked free; ``PortBusy`` names the first busy one."""
+    addresses = {}
+    for setting, default, what in SERVE_ADDRESSES:
+        address = environ.get(ENV_PREFIX + setting.upper()) or default
+        host, port = parse_address(address, setting=ENV_PREFIX + setting.upper())
+        if port and not _is_free(host, port):
+            raise PortBusy(_busy_message(setting, address, what))
+        addresses[setting] = address
+    return addresses
+
+
+def demo_settings(
+    data_dir: Path,
+    *,
+    drift_since: datetime | None = None,
+    serve: bool = False,
+    environ: Mapping[str, str] | None = None,
+) -> CollectorSettings:
+    """The demo's collector: embedded store beside ``data_dir``; drift over this demo's runs only.
+
+    A plain run takes the well-known ports when free and any port otherwise (nothing outlives it);
+    ``--serve`` takes the ports its printed URLs name, or raises ``PortBusy``.
+    """
+    if serve:
+        addresses = serve_addresses(os.environ if environ is None else environ)
+    else:
+        addresses = {
+            setting: f"127.0.0.1:{_port_or_any(int(default.rsplit(':', 1)[1]))}"
+            for setting, default, _ in SERVE_ADDRESSES
+        }
     return CollectorSettings(
         clickhouse=f"chdb://{data_dir}",
         spool=str(data_dir.with_name(data_dir.name + "-spool")),
-        otlp_http=f"127.0.0.1:{_port_or_any(4318)}",
-        otlp_grpc=f"127.0.0.1:{_port_or_any(4317)}",
-        metrics=f"127.0.0.1:{_port_or_any(9464)}",
         batch_timeout_seconds=0.2,
         drift_since=drift_since.isoformat() if drift_since else "",
+        otlp_http=addresses["otlp_http"],
+        otlp_grpc=addresses["otlp_grpc"],
+        metrics=addresses["metrics"],
     ).validate()
 
 
@@ -173,6 +243,23 @@ def render_parity(parity: list[dict[str, Any]]) -> str:
     return "\n".join(["Runtime parity (the same tickets on each runtime)", *render, f"  -> {verdict}"])
 
 
+def _start_service(data_dir: Path, started_at: datetime, *, serve: bool) -> CollectorService | int:
+    """The demo's collector, started; or exit 2 after a message when a port ``--serve`` needs is busy."""
+    try:
+        settings = demo_settings(data_dir, drift_since=started_at, serve=serve)
+    except (PortBusy, SettingsError) as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_PORT_BUSY
+    service = CollectorService(settings)
+    try:
+        service.start()
+    except (OSError, RuntimeError) as exc:  # a port taken between the check and the bind
+        service.stop(drain_timeout_s=0)
+        print(f"agentwatch demo: could not listen: {exc}" + (" (--serve)" if serve else ""), file=sys.stderr)
+        return EXIT_PORT_BUSY
+    return service
+
+
 def run_demo(
     *,
     data_dir: Path,
@@ -189,8 +276,9 @@ def run_demo(
 
     started_at = datetime.now(UTC)
     begin = time.perf_counter()
-    service = CollectorService(demo_settings(data_dir, drift_since=started_at))
-    service.start()
+    service = _start_service(data_dir, started_at, serve=serve)
+    if isinstance(service, int):
+        return service
     try:
         progress(f"agentwatch demo: collector on OTLP/HTTP :{service.http_port}, embedded ClickHouse at {data_dir}")
         if not service.wait_ready(timeout_s):
@@ -222,7 +310,10 @@ def run_demo(
         if not as_json:
             stored = _runs(report) + stored_parity
             progress(f"  {stored} of {expected + expected_parity} runs stored, {elapsed:.1f} s\n")
-        _print_results(service, report, parity, drift, replays, as_json=as_json, expected=expected)
+        next_steps = NextSteps(service=service, data_dir=data_dir, serve=serve, run_id=_example_run_id(service, window))
+        _print_results(
+            service, report, parity, drift, replays, as_json=as_json, expected=expected, next_steps=next_steps
+        )
         if _runs(report) < expected or stored_parity < expected_parity:
             print(
                 f"agentwatch demo: only {_runs(report) + stored_parity} of {expected + expected_parity} runs arrived",
@@ -250,6 +341,7 @@ def _print_results(
     *,
     as_json: bool,
     expected: int,
+    next_steps: NextSteps,
 ) -> None:
     if as_json:
         summary = {
@@ -259,6 +351,7 @@ def _print_results(
             "drift": [result.to_dict() for result in drift],
             "drift_gauges": published_verdicts(service),
             "replay": [result.to_dict() for result in replays],
+            "next_steps": next_steps.commands(),
         }
         print(json.dumps({**report.to_dict(), **summary}, indent=2))
         return
@@ -272,7 +365,7 @@ def _print_results(
     if replays:
         print()
         print(render_replay(replays))
-    print(_next_steps(service))
+    print(next_steps.render())
 
 
 def canary_drift(service: CollectorService, *, since: datetime, until: datetime) -> list[AgentDrift]:
@@ -306,6 +399,11 @@ def render_drift(results: list[AgentDrift], gauges: dict[str, dict[str, int]]) -
             sections.append(
                 f'  -> /metrics: max({CANARY_VERDICT}{{agent="{result.agent}"}}) = {worst} ({names[worst]})'
             )
+    sections.append(
+        "  (the demo's analyzer round ran on this demo's fleet traffic, as stored at this moment; a later\n"
+        "   `agentwatch drift` reads every run stored by then, other demos and the parity runs included, and its\n"
+        "   sequential test weighs the canary's whole history, so its figures may differ)"
+    )
     return "\n".join(sections)
 
 
@@ -313,18 +411,98 @@ def _runs(report: Stats) -> int:
     return sum(int(row["runs"]) for row in report.stop_reasons)
 
 
-def _next_steps(service: CollectorService) -> str:
-    return "\n".join(
-        [
-            "",
-            "Where to look next:",
-            f"  Prometheus metrics   http://127.0.0.1:{service.metrics_port}/metrics",
-            "  runs                 agentwatch runs --stop-reason max_tool_calls --track canary",
-            "  canary gate          agentwatch drift --agent support  (exit 1 when the canary is worse)",
-            "  one run's trace      agentwatch trace RUN_ID",
-            "  replay on a runtime  agentwatch replay --since 1h"
-            " --target agentwatch_examples.openai_agents_support:replay_target",
-            f"  read API             http://127.0.0.1:{service.http_port}/api/v1/runs (with --serve)",
-            "  keep it running      agentwatch demo --serve",
-        ]
+def _example_run_id(service: CollectorService, window: RunFilter) -> str | None:
+    """A real run for the printed ``agentwatch trace`` command: a canary stopped by its tool-call budget."""
+    rows = service.store.query(
+        f"""SELECT RunId AS run_id FROM {RUNS_TABLE} FINAL
+            WHERE StartTime >= {{since:DateTime64(9)}} AND StartTime < {{until:DateTime64(9)}}
+            ORDER BY StopReason = 'max_tool_calls' DESC, Track = 'canary' DESC, StartTime DESC LIMIT 1""",
+        {"since": window.since, "until": window.until or datetime.now(UTC)},
     )
+    return str(rows[0]["run_id"]) if rows else None
+
+
+def agentwatch_command() -> tuple[str, str | None]:
+    """How to run ``agentwatch`` from the user's shell; and the ``activate`` script when it is not on PATH.
+
+    The demo often runs as ``.venv/bin/agentwatch`` (``make demo``) with the virtualenv not active:
+    then the path is spelled out (relative to the current directory when inside it).
+    """
+    script = Path(sys.prefix) / "bin" / "agentwatch"
+    if not script.exists():
+        return f"{shlex.quote(sys.executable)} -m agentwatch.collectors.cli.main", None
+    on_path = shutil.which("agentwatch")
+    if on_path is not None and Path(on_path).absolute() == script.absolute():
+        return "agentwatch", None
+    try:
+        spelled = script.absolute().relative_to(Path.cwd())
+    except ValueError:
+        spelled = script.absolute()
+    activate = spelled.parent / "activate"
+    return shlex.quote(str(spelled)), shlex.quote(str(activate)) if activate.exists() else None
+
+
+@dataclass(frozen=True)
+class NextSteps:
+    """Where to look next, true for how the demo ran: the store after a plain run, the live URLs with ``--serve``."""
+
+    service: CollectorService
+    data_dir: Path
+    serve: bool
+    run_id: str | None
+
+    @property
+    def source(self) -> str:
+        if self.serve:
+            return f"--collector http://127.0.0.1:{self.service.http_port}"
+        return f"--clickhouse {shlex.quote(f'chdb://{self.data_dir}')}"
+
+    @property
+    def _data_flag(self) -> str:
+        default = Path.cwd() / "agentwatch-data"
+        return "" if self.data_dir == default else f" --data {shlex.quote(str(self.data_dir))}"
+
+    def commands(self) -> dict[str, str]:
+        """Label → a command line that works as printed (with ``--serve``: while the demo runs)."""
+        aw, _ = agentwatch_command()
+        src = self.source
+        run_id = self.run_id or "RUN_ID"
+        return {
+            "runs": f"{aw} runs {src} --stop-reason max_tool_calls --track canary",
+            "one run's trace": f"{aw} trace {run_id} {src}",
+            "canary gate": f"{aw} drift --agent support {src}",
+            "replay on a runtime": f"{aw} replay {src} --since 1h"
+            " --target agentwatch_examples.openai_agents_support:replay_target",
+        }
+
+    def render(self) -> str:
+        aw, activate = agentwatch_command()
+        service = self.service
+        if self.serve:
+            lines = [
+                "",
+                "Where to look next (the collector keeps running until Ctrl-C):",
+                f"  read API             http://127.0.0.1:{service.http_port}/api/v1/runs",
+                f"  Prometheus metrics   http://127.0.0.1:{service.metrics_port}/metrics",
+                f"  send your own spans  OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:{service.http_port}",
+            ]
+        else:
+            lines = [
+                "",
+                f"Where to look next (these read the demo's store at {self.data_dir} once the demo has exited):",
+            ]
+        commands = self.commands()
+        if self.run_id is not None:  # the placeholder spelled out, and a real id to put in it
+            commands["one run's trace"] = (
+                f"{aw} trace RUN_ID {self.source}  (RUN_ID from `runs`, e.g. {shlex.quote(self.run_id)})"
+            )
+        commands["canary gate"] += "  (exit 1 when the canary is worse)"
+        lines += [f"  {label:<20} {command}" for label, command in commands.items()]
+        if not self.serve:
+            lines.append(
+                f"  live /metrics, API   {aw} demo --serve{self._data_flag}  (keeps the collector running: "
+                "http://127.0.0.1:9464/metrics, http://127.0.0.1:4318/api/v1/runs)"
+            )
+        if activate is not None:
+            lines.append(f"  plain `agentwatch`   source {activate}  (puts agentwatch on PATH in this shell)")
+        return "\n".join(lines)

@@ -162,8 +162,10 @@ def delta_mean_ratio(baseline: FloatArray, canary: FloatArray, confidence: float
     """
     from scipy.stats import norm
 
+    if len(baseline) < 2 or len(canary) < 2:  # checked first: numpy warns on the mean of an empty side
+        return None
     mean_b, mean_c = float(baseline.mean()), float(canary.mean())
-    if mean_b <= 0 or mean_c <= 0 or len(baseline) < 2 or len(canary) < 2:
+    if mean_b <= 0 or mean_c <= 0:
         return None
     spread = math.sqrt(
         float(baseline.var(ddof=1)) / (len(baseline) * mean_b**2)

@@ -116,6 +116,8 @@ _KEY_ATTRIBUTES: Final[dict[str, tuple[str, ...]]] = {
         semconv.GEN_AI_USAGE_INPUT_TOKENS,
         semconv.GEN_AI_USAGE_OUTPUT_TOKENS,
         semconv.RUN_COST_USD,
+        semconv.RUN_UNPRICED_LLM_CALLS,
+        semconv.RUN_COST_UNPRICED,
         semconv.ERROR_TYPE,
     ),
     "step": (semconv.STEP_INDEX, semconv.ERROR_TYPE),
