@@ -3,30 +3,26 @@ a mangled id, ``| head -1``, Ctrl-C), each through the real command."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from importlib.metadata import version
 from pathlib import Path
 
 import pytest
-import uvicorn
 from _chrows import engine_url
 from _collector_proc import CollectorProcess
 from _paths import REPO
 from _ports import free_port
+from _readapi import serve_read_api
 from _readdata import fleet
-from starlette.applications import Starlette
 
 from agentwatch.collectors.cli.main import main
 from agentwatch.collectors.config.auth import Authenticator
-from agentwatch.collectors.service.read_api import read_routes
 from agentwatch.collectors.store.clickhouse import ClickHouseStore
 
 pytestmark = pytest.mark.integration  # real engines or processes: not in `make test-fast`
@@ -59,25 +55,11 @@ def store_url(store: ClickHouseStore, clickhouse_engine: ClickHouseStore, clickh
 
 @pytest.fixture
 def collector(store: ClickHouseStore, tmp_path: Path) -> Iterator[str]:
-    """The read API over real HTTP (uvicorn in a thread), with one acme token and one for every tenant."""
+    """The read API over real HTTP, with one acme token."""
     tokens = tmp_path / "tokens.yaml"
     tokens.write_text("tokens:\n  - {token: acme-reader, tenant: acme, scopes: [read]}\n", encoding="utf-8")
-    app = Starlette(
-        routes=read_routes(store=store, authenticator=Authenticator.from_file(tokens), is_ready=lambda: (True, "ok"))
-    )
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert server.started
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with serve_read_api(store, Authenticator.from_file(tokens)) as url:
+        yield url
 
 
 # --- --version ------------------------------------------------------------------------------------

@@ -8,12 +8,10 @@ against the real routes and flags.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import re
 import subprocess
 import sys
-import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -21,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 import yaml
 from _chrows import engine_url
 from _collector_proc import ROOT, CollectorProcess
 from _driftrows import STABLE, WORSE, load_runs, synthetic_runs
 from _ports import free_port
+from _readapi import serve_read_api
 from starlette.applications import Starlette
 from starlette.exceptions import StarletteDeprecationWarning
 
@@ -241,18 +239,9 @@ def test_gate_reads_a_flagger_webhook_payload(api: TestClient) -> None:
 
 @pytest.fixture
 def collector_url(store: ClickHouseStore) -> Iterator[str]:
-    """The read API over real HTTP (uvicorn in a thread), auth off."""
-    app = Starlette(routes=read_routes(store=store, authenticator=Authenticator(), is_ready=Ready()))
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.01)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    """The read API over real HTTP, auth off."""
+    with serve_read_api(store, Authenticator(), is_ready=Ready()) as url:
+        yield url
 
 
 def test_the_command_through_a_collector(collector_url: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -2,30 +2,25 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
-import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 from _chrows import engine_url
 from _otlp_clients import running_collector
 from _ports import free_port
+from _readapi import serve_read_api
 from _replaydata import capture_settings, recorded_scenarios
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from starlette.applications import Starlette
 
 from agentwatch.collectors._examples import load_example
 from agentwatch.collectors.cli.main import build_parser
 from agentwatch.collectors.config.auth import Authenticator
-from agentwatch.collectors.service.read_api import read_routes
 from agentwatch.collectors.store.clickhouse import ClickHouseStore
 
 pytestmark = pytest.mark.integration  # real engines or processes: not in `make test-fast`
@@ -97,25 +92,11 @@ def store_url(store: ClickHouseStore, clickhouse_engine: ClickHouseStore, clickh
 
 @pytest.fixture
 def collector(store: ClickHouseStore, tmp_path: Path) -> Iterator[str]:
-    """The read API over real HTTP (uvicorn in a thread) with one acme-scoped token."""
+    """The read API over real HTTP, with one acme token."""
     tokens = tmp_path / "tokens.yaml"
     tokens.write_text("tokens:\n  - {token: acme-reader, tenant: acme, scopes: [read]}\n", encoding="utf-8")
-    app = Starlette(
-        routes=read_routes(store=store, authenticator=Authenticator.from_file(tokens), is_ready=lambda: (True, "ok"))
-    )
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert server.started
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with serve_read_api(store, Authenticator.from_file(tokens)) as url:
+        yield url
 
 
 def test_parity_table_and_exit_zero_from_the_store(store_url: str, capsys: pytest.CaptureFixture[str]) -> None:
