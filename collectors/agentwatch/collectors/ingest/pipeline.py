@@ -50,6 +50,19 @@ log = logging.getLogger("agentwatch.collector")
 
 _SATURATED_AFTER_S = 1.0
 
+# How a request refused while decoding is answered: status, rejection reason counted (none for an
+# encoding we do not speak), and whether the client should retry. Looked up along the exception's MRO,
+# so TooManySpans is found before its base OtlpDecodeError.
+_REFUSALS: dict[type[Exception], tuple[int, str, bool]] = {
+    PayloadTooLarge: (413, "limit", False),
+    TooManySpans: (413, "limit", False),
+    BadEncoding: (415, "", False),
+    InvalidCompressedBody: (400, "invalid", False),
+    OtlpDecodeError: (400, "invalid", False),
+    DecodeTimeout: (503, "busy", True),
+}
+_REFUSED = tuple(_REFUSALS)
+
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 
@@ -189,62 +202,42 @@ class Pipeline:
                 return self._error(
                     503, "collector is busy decoding other requests, retry later", kind, transport, retry=True
                 )
+            deadline = time.monotonic() + self._settings.decode_timeout_seconds
             try:
-                decoded = self._decode(body, kind, content_encoding, principal.tenant, transport)
+                raw = decompress(body, content_encoding, self._settings.max_body_bytes, deadline=deadline)
+                if raw is not body:
+                    if not self._reserve(len(raw)):
+                        return self._error(429, "too many bytes in flight, retry later", kind, transport, retry=True)
+                    reserved += len(raw)
+                converted = self._convert(raw, kind, principal.tenant, deadline)
+            except _REFUSED as exc:
+                return self._refuse(exc, kind, transport)
             finally:
                 self._give_slot()
-            if isinstance(decoded, Reply):
-                return decoded
-            raw, converted = decoded
-            if raw is not body:
-                if not self._reserve(len(raw)):
-                    return self._error(429, "too many bytes in flight, retry later", kind, transport, retry=True)
-                reserved += len(raw)
             return self._store(raw, converted, kind, principal.tenant, transport)
         finally:
             self._release(reserved)
 
-    def _decode(
-        self, body: bytes, kind: str, content_encoding: str | None, tenant: str | None, transport: str
-    ) -> tuple[bytes, Converted] | Reply:
-        """Decompress, parse and convert under the decode time limit; a Reply when the request is refused."""
-        deadline = time.monotonic() + self._settings.decode_timeout_seconds
-        try:
-            raw = decompress(body, content_encoding, self._settings.max_body_bytes, deadline=deadline)
-        except PayloadTooLarge as exc:
-            self._metrics.record_rejected("limit", 0)
-            return self._error(413, str(exc), kind, transport)
-        except BadEncoding as exc:
-            return self._error(415, str(exc), kind, transport)
-        except InvalidCompressedBody as exc:
-            self._metrics.record_rejected("invalid", 0)
-            return self._error(400, str(exc), kind, transport)
-        except DecodeTimeout as exc:
-            self._metrics.record_rejected("busy", 0)
-            return self._error(503, f"{exc}, retry later", kind, transport, retry=True)
+    def _convert(self, raw: bytes, kind: str, tenant: str | None, deadline: float) -> Converted:
+        """Parse and convert the decompressed body under the request's deadline."""
         limits = self._limits
         if self._settings.traces_ttl_days:
             # a span older than the TTL would be dropped by ClickHouse on insert after we said 200:
             # refuse it in partial_success instead (one hour of slack for the TTL's day rounding)
             retention_ns = (self._settings.traces_ttl_days * 86_400 - 3_600) * 1_000_000_000
             limits = dataclasses.replace(limits, oldest_start_ns=time.time_ns() - retention_ns)
-        try:
-            request = parse_protobuf(raw) if kind == PROTOBUF else parse_json(raw)
-            # protobuf: the converter reads the body again rather than a re-serialization of the request
-            wire = raw if kind == PROTOBUF else None
-            converted = convert(
-                request, tenant=tenant, limits=limits, redactor=self._redactor, wire=wire, deadline=deadline
-            )
-        except TooManySpans as exc:
-            self._metrics.record_rejected("limit", 0)
-            return self._error(413, str(exc), kind, transport)
-        except DecodeTimeout as exc:
-            self._metrics.record_rejected("busy", 0)
-            return self._error(503, f"{exc}, retry later", kind, transport, retry=True)
-        except OtlpDecodeError as exc:
-            self._metrics.record_rejected("invalid", 0)
-            return self._error(400, str(exc), kind, transport)
-        return raw, converted
+        request = parse_protobuf(raw) if kind == PROTOBUF else parse_json(raw)
+        # protobuf: the converter reads the body again rather than a re-serialization of the request
+        wire = raw if kind == PROTOBUF else None
+        return convert(request, tenant=tenant, limits=limits, redactor=self._redactor, wire=wire, deadline=deadline)
+
+    def _refuse(self, exc: Exception, kind: str, transport: str) -> Reply:
+        """The answer to a request refused while decoding, from the first class of ``exc`` in ``_REFUSALS``."""
+        status, reason, retry = next(_REFUSALS[cls] for cls in type(exc).__mro__ if cls in _REFUSALS)
+        if reason:
+            self._metrics.record_rejected(reason, 0)
+        message = f"{exc}, retry later" if retry else str(exc)
+        return self._error(status, message, kind, transport, retry=retry)
 
     def _store(self, raw: bytes, converted: Converted, kind: str, tenant: str | None, transport: str) -> Reply:
         """Spool the accepted rows (the request's durability point) and build the reply."""
