@@ -95,16 +95,13 @@ class CollectorSettings:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be positive, got {getattr(self, name)!r}")
-        if not 0 < self.batch_timeout_seconds < math.inf:  # also refuses NaN, which compares false
-            raise SettingsError(
-                f"batch_timeout_seconds must be positive and finite, got {self.batch_timeout_seconds!r}"
-            )
-        if not 0 < self.decode_timeout_seconds < math.inf:
-            raise SettingsError(
-                f"decode_timeout_seconds must be positive and finite, got {self.decode_timeout_seconds!r}"
-            )
-        for name in ("header_timeout_seconds", "body_timeout_seconds"):
-            if not 0 < getattr(self, name) < math.inf:  # NaN compares false too
+        for name in (
+            "batch_timeout_seconds",
+            "decode_timeout_seconds",
+            "header_timeout_seconds",
+            "body_timeout_seconds",
+        ):
+            if not 0 < getattr(self, name) < math.inf:  # also refuses NaN, which compares false
                 raise SettingsError(f"{name} must be positive and finite, got {getattr(self, name)!r}")
         self._validate_drift()
         if self.traces_ttl_days < 0 or self.runs_ttl_days < 0:
