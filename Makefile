@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 comma  := ,
-EXTRAS ?= dev,collector,embedded,dashboards,runtimes
+EXTRAS ?= dev,collector,embedded,dashboards,runtimes,dialects
 STAMP  := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 # `make demo` installs only what `agentwatch demo` imports: the collector, the embedded ClickHouse
 # (chDB) and the agent runtimes it runs the example on; no dev tools, no dashboards SDK.

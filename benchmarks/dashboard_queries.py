@@ -331,6 +331,7 @@ SELECT
             'agentwatch.run.id', run_id, 'gen_ai.agent.name', agent, 'agentwatch.tenant.id', tenant,
             'agentwatch.track', track, 'gen_ai.operation.name', 'invoke_agent',
             'agentwatch.runtime', {runtimes}[agent_i], 'gen_ai.agent.version', version,
+            'gen_ai.provider.name', {providers}[agent_i], 'gen_ai.request.model', model,
             'gen_ai.conversation.id',
                 if(cityHash64(r, 26) % 10 < 6, concat('conv_', lower(hex(cityHash64(r, 26)))), ''),
             'agentwatch.budget.max_steps', toString(budget_steps),
@@ -345,7 +346,7 @@ SELECT
             'agentwatch.budget.exhausted', exhausted, 'error.type', run_error),
         kind = 1, map(
             'agentwatch.run.id', run_id, 'gen_ai.agent.name', agent, 'agentwatch.tenant.id', tenant,
-            'agentwatch.track', track, 'gen_ai.operation.name', 'agentwatch.step',
+            'agentwatch.track', track, 'agentwatch.operation.name', 'agentwatch.step',
             'agentwatch.step.index', toString(s)),
         kind = 2, map(
             'agentwatch.run.id', run_id, 'gen_ai.agent.name', agent, 'agentwatch.tenant.id', tenant,

@@ -105,7 +105,7 @@ def varied_spans(runs: int, *, content_share: float, seed: int = 1) -> list[Read
             for step in range(steps):
                 step_attributes: dict[str, AttributeValue] = {
                     **common,
-                    semconv.GEN_AI_OPERATION_NAME: semconv.OP_STEP,
+                    semconv.OPERATION_NAME: semconv.OP_STEP,
                     semconv.STEP_INDEX: step,
                 }
                 with tracer.start_as_current_span(semconv.step_span_name(agent), attributes=step_attributes):

@@ -57,6 +57,9 @@ COLLECTOR_EXTRA_ROOTS: dict[str, tuple[str, ...]] = {
     # replay runs agents under a replay gateway: the public instrumentation API, never its internals
     "replay": ("agentwatch.instrumentation",),
     "demo": ("agentwatch.instrumentation",),
+    # the costs of runs read from other GenAI dialects: the same price list and file format as the SDK's
+    "ingest": ("agentwatch.instrumentation.pricing",),
+    "config": ("agentwatch.instrumentation.pricing", "agentwatch.instrumentation.errors"),
     # the main CLI registers the generators' commands (and hands the rules' writer to `generate`), lazily
     "cli": CLI_COMMAND_MODULES,
 }

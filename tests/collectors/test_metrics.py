@@ -393,6 +393,7 @@ def test_spans_without_agentwatch_attributes_produce_nothing() -> None:
             row(run_without_id),
             row(run_without_reason),
             row({sc.RUN_ID: "r", sc.GEN_AI_OPERATION_NAME: sc.OP_STEP, sc.STEP_INDEX: "1"}),
+            row({sc.RUN_ID: "r", sc.OPERATION_NAME: sc.OP_STEP, sc.STEP_INDEX: "2"}),  # this version's step
         ]
     )
     agent_samples = [s for s in all_samples(metrics) if s[0].startswith(tuple(m.AGENT_METRICS))]
@@ -819,3 +820,16 @@ def test_arbitrary_attributes_never_raise_nor_exceed_caps(rows: list[Any]) -> No
     caps["version"] = CAPS["max_versions_per_agent"]
     for (_, key), seen in per_agent.items():
         assert len(seen - {"other", "unknown"}) <= caps[key], (key, seen)
+
+
+@pytest.mark.parametrize("operation_key", [sc.GEN_AI_OPERATION_NAME, sc.OPERATION_NAME])
+def test_steps_of_every_version_are_never_llm_calls(operation_key: str) -> None:
+    """A step (old form: gen_ai.operation.name, new: agentwatch.operation.name) carries the run's
+    attributes and may carry usage-like numbers, but no model: it never counts as an LLM call."""
+    metrics = CollectorMetrics()
+    step = {
+        sc.RUN_ID: "r", sc.GEN_AI_AGENT_NAME: "a", sc.TRACK: "stable", sc.STEP_INDEX: "1",
+        operation_key: sc.OP_STEP, sc.GEN_AI_USAGE_INPUT_TOKENS: "40", sc.GEN_AI_USAGE_OUTPUT_TOKENS: "4",
+    }  # fmt: skip
+    metrics.observe_rows([row(step)])
+    assert [s for s in all_samples(metrics) if s[0].startswith(tuple(m.AGENT_METRICS))] == []

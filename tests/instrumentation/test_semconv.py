@@ -44,8 +44,11 @@ def test_operations_match_upstream_values() -> None:
     assert values.EXECUTE_TOOL.value == semconv.OP_EXECUTE_TOOL
 
 
-def test_pinned_schema_version_is_known_upstream() -> None:
-    assert semconv.SCHEMA_URL in {schema.value for schema in Schemas}
+def test_schema_url_is_the_genai_registrys_not_a_core_release() -> None:
+    # the GenAI names left the core conventions (core v1.44.0 deprecates them): their schema URL is
+    # the GenAI registry's own, never one of the core releases the Python package knows
+    assert semconv.SCHEMA_URL not in {schema.value for schema in Schemas}
+    assert semconv.SCHEMA_URL.startswith("https://opentelemetry.io/schemas/gen-ai")
 
 
 def test_closed_enums() -> None:
@@ -54,7 +57,7 @@ def test_closed_enums() -> None:
         "approval_rejected", "kill_switch", "guardrail", "error", "cancelled",
     }  # fmt: skip
     assert {d.value for d in semconv.ToolDisposition} == {
-        "allowed", "denied", "approved", "rejected", "killed", "deduplicated", "replayed",
+        "allowed", "denied", "approved", "rejected", "killed", "deduplicated", "replayed", "ungoverned",
     }  # fmt: skip
     assert {o.value for o in semconv.ToolOutcome} == {"ok", "error", "blocked"}
     assert {t.value for t in semconv.Track} == {"stable", "canary", "baseline"}

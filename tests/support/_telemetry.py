@@ -49,7 +49,7 @@ class Telemetry:
         return list(self.exporter.get_finished_spans())
 
     def by_operation(self, operation: str) -> list[ReadableSpan]:
-        return [s for s in self.spans() if (s.attributes or {}).get(semconv.GEN_AI_OPERATION_NAME) == operation]
+        return [s for s in self.spans() if semconv.span_operation(s.attributes or {}) == operation]
 
     def runs(self) -> list[ReadableSpan]:
         return self.by_operation(semconv.OP_INVOKE_AGENT)

@@ -27,7 +27,8 @@ from agentwatch.instrumentation._llm import LLMCall
 from agentwatch.instrumentation._policy import Policy, PolicyDecision
 from agentwatch.instrumentation._processor import RunAttributesSpanProcessor
 from agentwatch.instrumentation._replay import RecordedCall, Recording, ReplayedToolError
-from agentwatch.instrumentation._run import AgentRun, RunScope, Usage, agent_run, get_current_run
+from agentwatch.instrumentation._run import AgentRun, RunScope, agent_run, get_current_run
+from agentwatch.instrumentation._runapi import Usage
 from agentwatch.instrumentation._settings import InstrumentationSettings
 from agentwatch.instrumentation._setup import configure, reset_configuration
 from agentwatch.instrumentation._step import StepScope

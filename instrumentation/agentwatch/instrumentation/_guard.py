@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Final
 
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.trace import Span, Tracer
+from opentelemetry.trace import Span, SpanKind, Tracer
 from opentelemetry.util.types import AttributeValue
 
 if TYPE_CHECKING:
@@ -51,10 +51,14 @@ def start_span(
     context: Context | None = None,
     strict: bool,
     start_time: int | None = None,
+    kind: SpanKind = SpanKind.INTERNAL,
 ) -> Span:
-    """Start a span; on failure return a non-recording span so the caller carries on."""
+    """Start a span; on failure return a non-recording span so the caller carries on.
+
+    ``kind`` is ``CLIENT`` for calls to a remote model, else ``INTERNAL`` (runs, steps and tools run
+    in the agent's process)."""
     try:
-        return tracer.start_span(name, context=context, attributes=attributes, start_time=start_time)
+        return tracer.start_span(name, context=context, kind=kind, attributes=attributes, start_time=start_time)
     except Exception as exc:
         telemetry_failed(f"starting span {name!r}", exc, strict=strict)
         return trace.INVALID_SPAN

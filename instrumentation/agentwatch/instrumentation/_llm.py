@@ -14,7 +14,7 @@ from typing import Any, Final
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import Span, Status, StatusCode
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from agentwatch.instrumentation import semconv
 from agentwatch.instrumentation._context import current_step
@@ -117,6 +117,7 @@ class LLMCall:
 
     def start(self, *, start_time_ns: int | None = None) -> None:
         run = self._run
+        self.provider = run.llm_call_started(model=self.model, provider=self.provider)
         attributes = run.span_attributes()
         attributes[semconv.GEN_AI_OPERATION_NAME] = self.operation
         attributes[semconv.GEN_AI_REQUEST_MODEL] = self.model
@@ -131,6 +132,7 @@ class LLMCall:
             attributes,
             strict=run.settings.strict,
             start_time=start_time_ns,
+            kind=SpanKind.CLIENT,  # a call to a model served by another process (an API, a local server)
         )
         if self._input_messages is not None:
             self._capture(semconv.GEN_AI_INPUT_MESSAGES, self._input_messages)

@@ -15,7 +15,6 @@ import asyncio
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeVar
 
@@ -32,7 +31,7 @@ from agentwatch.instrumentation._guard import end_span, error_description, start
 from agentwatch.instrumentation._idempotency import IdempotencyLedger
 from agentwatch.instrumentation._installed import current_settings, current_tracer_provider, tracer_for
 from agentwatch.instrumentation._llm import LLMCall, warn_unpriced
-from agentwatch.instrumentation._runapi import GovernedRun
+from agentwatch.instrumentation._runapi import GovernedRun, Usage
 from agentwatch.instrumentation._settings import InstrumentationSettings
 from agentwatch.instrumentation._step import StepScope
 from agentwatch.instrumentation.errors import BudgetExceeded, KillSwitchEngaged, RunStopped
@@ -46,19 +45,6 @@ audit_logger: Final = logging.getLogger("agentwatch.audit")
 
 _TRACKS: Final = frozenset(t.value for t in Track)
 _Used = TypeVar("_Used", int, float)
-
-
-@dataclass(frozen=True, slots=True)
-class Usage:
-    """Token totals of a run. ``cached_input_tokens`` is the part of ``input_tokens`` served from cache."""
-
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cached_input_tokens: int = 0
-
-    @property
-    def total_tokens(self) -> int:
-        return self.input_tokens + self.output_tokens
 
 
 class AgentRun:
@@ -92,6 +78,8 @@ class AgentRun:
         self.gateway = gateway
         self.runtime = runtime
         self.conversation_id = conversation_id
+        self.provider: str | None = None  # gen_ai.provider.name of the run span, the default of its LLM calls
+        self.model: str | None = None  # gen_ai.request.model of the run span
         self.kill_switch = kill_switch
         self.tracer = tracer
         self.settings = settings
@@ -392,6 +380,15 @@ class AgentRun:
         with self._lock:
             self._tool_dispositions[disposition.value] = self._tool_dispositions.get(disposition.value, 0) + 1
 
+    def llm_call_started(self, *, model: str, provider: str | None) -> str | None:
+        """The provider of an LLM call (else the run's); the first call names the run's model and provider."""
+        with self._lock:
+            named = semconv.model_attributes(None if self.provider else provider, None if self.model else model)
+            self.provider, self.model = self.provider or provider or None, self.model or model or None
+        if named:
+            self.span.set_attributes(named)
+        return provider or self.provider
+
     def llm_call_recorded(
         self,
         *,
@@ -434,6 +431,7 @@ class AgentRun:
             attributes[semconv.GEN_AI_AGENT_VERSION] = self.version
         if self.conversation_id is not None:
             attributes[semconv.GEN_AI_CONVERSATION_ID] = self.conversation_id
+        attributes.update(semconv.model_attributes(self.provider, self.model))
         if parent is not None:
             self.parent_run_id = parent.run_id
             attributes[semconv.RUN_PARENT_ID] = parent.run_id
@@ -561,20 +559,23 @@ def agent_run(
     kill_switch: KillSwitch | KillSwitchSource | None = None,
     tracer_provider: TracerProvider | None = None,
     settings: InstrumentationSettings | None = None,
+    provider: str | None = None,
+    model: str | None = None,
 ) -> RunScope:
     """Start a run of ``agent``; use as ``with agent_run("support") as run:`` (or ``async with``).
 
     The kill switch is the one given here, else the gateway's. ``tracer_provider`` and
     ``settings`` default to what ``configure()`` installed (else the global provider and settings
-    read from the environment).
+    read from the environment). ``provider`` and ``model`` (``gen_ai.provider.name``,
+    ``gen_ai.request.model`` of the run span, e.g. ``"openai"``, ``"gpt-4o"``) default to those of
+    the run's first LLM call; ``provider`` is also the default provider of its LLM calls.
     """
     if not isinstance(agent, str) or not agent.strip():
         raise TypeError("agent must be a non-empty string naming the agent")
     if track not in _TRACKS:
         raise ValueError(f"track must be one of {sorted(_TRACKS)}, got {track!r}")
     resolved_settings = settings if settings is not None else current_settings()
-    provider = tracer_provider if tracer_provider is not None else current_tracer_provider()
-    tracer = tracer_for(provider)
+    tracer = tracer_for(tracer_provider if tracer_provider is not None else current_tracer_provider())
     switch = KillSwitch.from_spec(kill_switch) if kill_switch is not None else None
     if switch is None and gateway is not None:
         switch = gateway.kill_switch
@@ -591,4 +592,5 @@ def agent_run(
         tracer=tracer,
         settings=resolved_settings,
     )
+    run.provider, run.model = provider or None, model or None
     return RunScope(run)

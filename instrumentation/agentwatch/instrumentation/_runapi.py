@@ -9,6 +9,7 @@ instrumentation, not part of the documented user API.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import NoReturn, Protocol
 
 from opentelemetry.trace import Tracer
@@ -19,6 +20,19 @@ from agentwatch.instrumentation._settings import InstrumentationSettings
 from agentwatch.instrumentation.errors import KillSwitchEngaged
 from agentwatch.instrumentation.killswitch import KillSwitch
 from agentwatch.instrumentation.semconv import ToolDisposition, ToolOutcome
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token totals of a run. ``cached_input_tokens`` is the part of ``input_tokens`` served from cache."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_input_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
 
 
 class RunHandle(Protocol):
@@ -54,6 +68,11 @@ class SteppedRun(RunHandle, Protocol):
 
 class MeteredRun(RunHandle, Protocol):
     """What an LLM call needs: the run's identity, and a place to add its usage and cost."""
+
+    def llm_call_started(self, *, model: str, provider: str | None) -> str | None:
+        """An LLM call of ``model`` starts: returns its provider (the run's when the call names none);
+        the run span takes the model and provider of its first call when it names none itself."""
+        ...
 
     def llm_call_recorded(
         self,

@@ -33,7 +33,7 @@ class StepScope:
         run = self._run
         self.index = run.admit_step()
         attributes = run.span_attributes()
-        attributes[semconv.GEN_AI_OPERATION_NAME] = semconv.OP_STEP
+        attributes[semconv.OPERATION_NAME] = semconv.OP_STEP  # not a GenAI operation
         attributes[semconv.STEP_INDEX] = self.index
         self._span = start_span(run.tracer, semconv.step_span_name(run.agent), attributes, strict=run.settings.strict)
         self._context_token = otel_context.attach(trace.set_span_in_context(self._span))

@@ -1,34 +1,80 @@
 """The agentwatch semantic contract: every span name, attribute, enum value and event name.
 
-Standard OpenTelemetry GenAI names are used where they exist; they are pinned here to the
-semantic-conventions release named in ``GENAI_SEMCONV_VERSION`` (the GenAI conventions are in
-*development* status, so a rename upstream must be a deliberate change here, never a surprise).
-Names under ``agentwatch.*`` cover what the standard lacks: runs, budgets, stop reasons and the
-tool gateway. This module is a leaf: it imports nothing from agentwatch, so the collector and the
-dashboards can use it without pulling in the instrumentation.
+Standard OpenTelemetry GenAI names are used where they exist; they are pinned here to the GenAI
+registry named in ``GENAI_SEMCONV_VERSION`` and ``SCHEMA_URL``. The GenAI conventions moved out of
+the core semantic-conventions repository into ``open-telemetry/semantic-conventions-genai`` (core
+v1.44.0 deprecates the GenAI names it still has); they are in *development* status, so a rename
+upstream must be a deliberate change here, never a surprise. Names under ``agentwatch.*`` cover
+what the standard lacks: runs, steps, budgets, stop reasons and the tool gateway. This module is a
+leaf: it imports nothing from agentwatch, so the collector and the dashboards can use it without
+pulling in the instrumentation.
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from typing import Final
 
-GENAI_SEMCONV_VERSION: Final = "1.44.0"
-"""OpenTelemetry semantic-conventions release whose GenAI names this module pins."""
+GENAI_SEMCONV_VERSION: Final = "1.42.0-dev"
+"""Version of the GenAI semantic conventions (``open-telemetry/semantic-conventions-genai``) pinned here.
 
-SCHEMA_URL: Final = f"https://opentelemetry.io/schemas/{GENAI_SEMCONV_VERSION}"
-"""Schema URL stamped on the instrumentation scope."""
+It is the ``schema_url`` that registry's ``model/manifest.yaml`` declares (dev channel, development
+stability, built on core semantic conventions v1.44.0)."""
+
+SCHEMA_URL: Final = f"https://opentelemetry.io/schemas/gen-ai-dev/{GENAI_SEMCONV_VERSION}"
+"""Schema URL stamped on the instrumentation scope of every agentwatch span."""
 
 INSTRUMENTATION_SCOPE: Final = "agentwatch"
 """Name of the tracer that emits agentwatch spans."""
 
-# --- operations (gen_ai.operation.name) ------------------------------------------------------
+# --- operations ---------------------------------------------------------------------------------
+# Standard values of gen_ai.operation.name (registered in the GenAI conventions).
 OP_INVOKE_AGENT: Final = "invoke_agent"
-OP_STEP: Final = "agentwatch.step"
 OP_CHAT: Final = "chat"
 OP_EXECUTE_TOOL: Final = "execute_tool"
+
+OPERATION_NAME: Final = "agentwatch.operation.name"
+"""What an agentwatch span that is no GenAI operation does: a step, a handoff, a guardrail check.
+
+These are agentwatch's own operations, so they never go into ``gen_ai.operation.name`` (whose
+registered values are GenAI operations: ``chat``, ``invoke_agent``, ``execute_tool``, ...).
+Spans written by agentwatch before this attribute existed carry these same values in
+``gen_ai.operation.name``; ``span_operation`` reads both."""
+
+# Values of agentwatch.operation.name: a contract (dashboards, queries and the collector use them).
+OP_STEP: Final = "agentwatch.step"
 OP_HANDOFF: Final = "agentwatch.handoff"
 OP_GUARDRAIL: Final = "agentwatch.guardrail"
+AGENTWATCH_OPERATIONS: Final = frozenset({OP_STEP, OP_HANDOFF, OP_GUARDRAIL})
+
+
+def operation_attributes(operation: str) -> dict[str, str]:
+    """The attribute that names ``operation`` on a span: ``agentwatch.operation.name`` for agentwatch's
+    own operations (``agentwatch.*``), ``gen_ai.operation.name`` for GenAI ones."""
+    if operation in AGENTWATCH_OPERATIONS or operation.startswith("agentwatch."):
+        return {OPERATION_NAME: operation}
+    return {GEN_AI_OPERATION_NAME: operation}
+
+
+def span_operation(attributes: Mapping[str, object]) -> str:
+    """The operation of a span, from ``agentwatch.operation.name`` or else ``gen_ai.operation.name``.
+
+    Reads spans of every agentwatch version alike: a step written before ``agentwatch.operation.name``
+    existed (``gen_ai.operation.name = agentwatch.step``) and one written after it both give
+    ``agentwatch.step``. Empty when the span names no operation (or a non-text one)."""
+    for key in (OPERATION_NAME, GEN_AI_OPERATION_NAME):
+        value = attributes.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return ""
+
+
+def model_attributes(provider: str | None, model: str | None) -> dict[str, str]:
+    """``gen_ai.provider.name`` and ``gen_ai.request.model`` for those of ``provider`` and ``model`` that are known."""
+    known = ((GEN_AI_PROVIDER_NAME, provider), (GEN_AI_REQUEST_MODEL, model))
+    return {key: value for key, value in known if value}
+
 
 # --- span names (low cardinality: the agent, model or tool name, never ids) ----------------
 SPAN_RUN: Final = "invoke_agent {agent}"
@@ -96,6 +142,12 @@ RUN_COST_UNPRICED: Final = "agentwatch.run.cost_unpriced"
 """True when some LLM call of the run had no price: ``agentwatch.run.cost_usd`` is then a lower bound."""
 RUN_INPUT: Final = "agentwatch.run.input"
 RUN_OUTPUT: Final = "agentwatch.run.output"
+
+# --- what the collector adds to the root span of a run it reads from another GenAI dialect ---------
+DIALECT: Final = "agentwatch.dialect"
+"""Which dialect the run was read from (``otel_genai``, ``openinference``, ``openllmetry``, ``openlit``)."""
+RUN_TOOLS: Final = "agentwatch.run.tools"
+"""The run's counted tool calls, JSON: ``[span id, parent id, tool, call id, type, start ns, duration ns, error]``."""
 
 # --- what the runtime integrations add (OpenAI Agents SDK, LangGraph) ------------------------------
 STEP_AGENT: Final = "agentwatch.step.agent"
@@ -215,6 +267,9 @@ class ToolDisposition(enum.StrEnum):
     KILLED = "killed"
     DEDUPLICATED = "deduplicated"
     REPLAYED = "replayed"
+    UNGOVERNED = "ungoverned"
+    """A tool call another instrumentation reported that no agentwatch gateway saw (the collector
+    sets it on tool calls it reads from foreign GenAI telemetry; the gateway never does)."""
 
     def __str__(self) -> str:
         return self.value

@@ -101,11 +101,12 @@ def test_serve_with_a_busy_port_stops_with_exit_2_and_names_it(tmp_path: Path) -
 
 
 def test_serve_prints_the_urls_it_bound_and_commands_that_reach_it(tmp_path: Path) -> None:
-    http, grpc, metrics = _free_port(), _free_port(), _free_port()
+    http, grpc, metrics, sql = _free_port(), _free_port(), _free_port(), _free_port()
     env = _env(
         AGENTWATCH_OTLP_HTTP=f"127.0.0.1:{http}",
         AGENTWATCH_OTLP_GRPC=f"127.0.0.1:{grpc}",
         AGENTWATCH_METRICS=f"127.0.0.1:{metrics}",
+        AGENTWATCH_SQL=f"127.0.0.1:{sql}",
     )
     proc = subprocess.Popen(
         [*DEMO, "--serve"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True

@@ -305,6 +305,8 @@ def test_build_tree_survives_cycles_and_self_parents() -> None:
         ("text_completion", {}, "llm"),
         (semconv.OP_EXECUTE_TOOL, {}, "tool"),
         (semconv.OP_HANDOFF, {}, "other"),
+        ("", {semconv.OPERATION_NAME: semconv.OP_STEP}, "step"),  # a step of this version
+        ("", {semconv.OPERATION_NAME: semconv.OP_HANDOFF}, "other"),
         ("", {semconv.GEN_AI_REQUEST_MODEL: "gpt-4o"}, "llm"),
         ("", {}, "other"),
     ],
@@ -312,6 +314,38 @@ def test_build_tree_survives_cycles_and_self_parents() -> None:
 def test_span_kind_from_the_operation(operation: str, extra: dict[str, str], kind: str) -> None:
     attributes = {semconv.GEN_AI_OPERATION_NAME: operation, **extra} if operation else extra
     assert span_kind_of(attributes) == kind
+
+
+@pytest.mark.parametrize("operation", [semconv.OP_STEP, semconv.OP_HANDOFF, semconv.OP_GUARDRAIL])
+def test_spans_of_earlier_agentwatch_versions_read_like_current_ones(operation: str) -> None:
+    """Before agentwatch.operation.name, steps, handoffs and guardrails named their operation in
+    gen_ai.operation.name: such a span reads back (kind, kept attributes, rendering) exactly like a new one."""
+    from agentwatch.collectors.read.traces import _node_from_row
+
+    base = {semconv.RUN_ID: "r1", semconv.STEP_INDEX: "2", semconv.GEN_AI_AGENT_NAME: "support"}
+
+    def node(attributes: dict[str, str]) -> Any:
+        row = {
+            "SpanId": "s1", "ParentSpanId": "", "SpanName": "step support", "SpanKind": "Internal",
+            "ServiceName": "svc", "StartNs": 1_000, "Duration": 5_000_000, "StatusCode": "Unset",
+            "StatusMessage": "", "SpanAttributes": attributes, "EventNs": [], "EventNames": [],
+            "EventAttributes": [],
+        }  # fmt: skip
+        return _node_from_row(row, 0)
+
+    old = node({**base, semconv.GEN_AI_OPERATION_NAME: operation})
+    new = node({**base, semconv.OPERATION_NAME: operation})
+    assert old == new
+    assert old.kind == ("step" if operation == semconv.OP_STEP else "other")
+    assert old.attributes.get(semconv.OPERATION_NAME) == operation
+    assert semconv.GEN_AI_OPERATION_NAME not in old.attributes
+
+    def rendered(root: Any) -> str:
+        view = TraceView("0" * 31 + "1", None, datetime(2026, 1, 1, tzinfo=UTC), 5.0, 1, False, [root])
+        return render_trace(view)
+
+    assert rendered(old) == rendered(new)
+    assert operation in rendered(new) or operation == semconv.OP_STEP  # handoffs and guardrails show op=
 
 
 # --- rendering and JSON -------------------------------------------------------------------------

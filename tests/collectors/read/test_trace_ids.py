@@ -160,7 +160,17 @@ def test_a_foreign_trace_reads_as_a_tree_by_its_trace_id(stored: Stored) -> None
     store = stored.collector.store
     view = get_trace(store, stored.trace_id, tenant="acme")
     assert view is not None
-    assert view.run is None  # no agentwatch run in it
+    # no agentwatch run in it, but the collector read one from it: the trace is the run
+    run = view.run
+    assert run is not None
+    assert (run.run_id, run.trace_id, run.agent, run.runtime, run.stop_reason) == (
+        stored.trace_id,
+        stored.trace_id,
+        "rag-app",
+        "langgraph",
+        "completed",  # the refused refund is a failed tool call, not a failed run
+    )
+    assert (run.llm_calls, run.tool_calls, run.input_tokens, run.output_tokens) == (2, 2, 142, 27)
     assert (view.trace_id, view.span_count, view.truncated) == (stored.trace_id, 5, False)
     [root] = view.roots
     assert root.name == "RunnableSequence"
@@ -171,7 +181,7 @@ def test_a_foreign_trace_reads_as_a_tree_by_its_trace_id(stored: Stored) -> None
         "execute_tool refund",
     ]
     nodes = by_name(view)
-    assert root.kind == "other"
+    assert root.kind == "run"  # the span the collector read the run from
     assert root.attributes["openinference.span.kind"] == "CHAIN"
     assert root.service_name == "rag-app"
     oi_llm, oi_tool, chat, refund = (
@@ -243,8 +253,8 @@ def test_render_shows_foreign_spans_and_content_only_when_asked(stored: Stored) 
     assert view is not None
     text = render_trace(view)
     lines = text.splitlines()
-    assert lines[0].startswith(f"trace {stored.trace_id}  5 spans")
-    assert "services=rag-app" in lines[0]
+    # the header of the run the collector read from the trace (the trace is the run)
+    assert lines[0].startswith(f"run {stored.trace_id}  agent=rag-app")
     line = {
         name: next(row for row in lines if f" {name}" in row)
         for name in ("ChatOpenAI", "lookup_order", "chat gpt-4o", "execute_tool refund", "RunnableSequence")
@@ -274,7 +284,7 @@ def test_the_trace_command_takes_a_trace_id(stored: Stored, capsys: pytest.Captu
     url = stored.collector.base_url
     code, out, err = run_cli(["trace", stored.trace_id, "--collector", url, "--token", TOKENS["acme"]], capsys)
     assert (code, err) == (0, "")
-    assert out.startswith(f"trace {stored.trace_id}")
+    assert out.startswith(f"run {stored.trace_id}")
     assert "RunnableSequence" in out
     assert "└─ execute_tool refund" in out
     assert "REDACTED" not in out
@@ -287,7 +297,7 @@ def test_the_trace_command_takes_a_trace_id(stored: Stored, capsys: pytest.Captu
     code, out, _ = run_cli(["trace", stored.trace_id, "--collector", url, "--token", TOKENS["acme"], "--json"], capsys)
     assert code == 0
     document = json.loads(out)["trace"]
-    assert document["run"] is None
+    assert document["run"]["run_id"] == stored.trace_id
     assert document["span_count"] == 5
     # another tenant's trace does not exist for its token; an unknown id is the same answer
     code, out, err = run_cli(["trace", stored.trace_id, "--collector", url, "--token", TOKENS["globex"]], capsys)
@@ -309,7 +319,7 @@ def test_the_read_api_takes_a_trace_id(stored: Stored) -> None:
         reply = collector.get(path, bearer("acme"))
         assert reply.status == 200, reply.body
         trace = reply.json()["trace"]
-        assert (trace["trace_id"], trace["run"], trace["span_count"]) == (stored.trace_id, None, 5)
+        assert (trace["trace_id"], trace["run"]["run_id"], trace["span_count"]) == (stored.trace_id, stored.trace_id, 5)
         [root] = trace["roots"]
         assert root["name"] == "RunnableSequence"
         assert all(child["content"] == {} for child in root["children"])

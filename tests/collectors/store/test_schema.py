@@ -247,8 +247,8 @@ def test_trace_id_lookup_table_and_view(clickhouse_store: ClickHouseStore) -> No
 
 def test_apply_is_versioned_and_idempotent(clickhouse_engine: ClickHouseStore, clickhouse_database: str) -> None:
     options = SchemaOptions(database=clickhouse_database)
-    assert [m.version for m in clickhouse_engine.pending_migrations(options)] == [1, 2, 3, 4]
-    assert clickhouse_engine.ensure_schema(options) == [1, 2, 3, 4]
+    assert [m.version for m in clickhouse_engine.pending_migrations(options)] == [1, 2, 3, 4, 5]
+    assert clickhouse_engine.ensure_schema(options) == [1, 2, 3, 4, 5]
     assert clickhouse_engine.ensure_schema(options) == []
     assert clickhouse_engine.pending_migrations(options) == []
     recorded = clickhouse_engine.query(
@@ -260,6 +260,7 @@ def test_apply_is_versioned_and_idempotent(clickhouse_engine: ClickHouseStore, c
     ]
 
     # a database left at version 2 gets exactly version 3, and only that
+    clickhouse_engine.command(f"DROP TABLE {clickhouse_database}.agent_tool_calls_foreign_mv")
     clickhouse_engine.command(f"DROP TABLE {clickhouse_database}.agent_tool_calls_mv")
     clickhouse_engine.command(f"DROP TABLE {clickhouse_database}.agent_tool_calls")
     clickhouse_engine.command(
@@ -277,7 +278,7 @@ def test_apply_is_versioned_and_idempotent(clickhouse_engine: ClickHouseStore, c
 def test_apply_creates_a_missing_database(clickhouse_engine: ClickHouseStore) -> None:
     options = SchemaOptions(database=f"t_missing_{new_span_id()}")
     try:
-        assert clickhouse_engine.ensure_schema(options) == [1, 2, 3, 4]
+        assert clickhouse_engine.ensure_schema(options) == [1, 2, 3, 4, 5]
         assert count(clickhouse_engine, f"{options.database}.otel_traces") == 0
     finally:
         clickhouse_engine.command(f"DROP DATABASE IF EXISTS {options.database} SYNC")
@@ -553,9 +554,12 @@ def test_cluster_ddl_parses_and_is_replicated_and_distributed(clickhouse_engine:
         ("otel_traces_trace_id_ts_mv", "otel_traces_trace_id_ts"),
         ("agent_runs_mv", "agent_runs"),
         ("agent_tool_calls_mv", "agent_tool_calls"),
+        ("agent_tool_calls_foreign_mv", "agent_tool_calls"),
     ):
         assert f"`{view}` ON CLUSTER `prod`\nTO `agentwatch`.`{target}_local`\n" in text
-    assert text.count("FROM `agentwatch`.`otel_traces_local`") == 3
+    # four views, two of them made again by migration 5 (runs and tool calls of other dialects)
+    assert text.count("FROM `agentwatch`.`otel_traces_local`") == 6
+    assert text.count("DROP VIEW IF EXISTS `agentwatch`.`agent_runs_mv` ON CLUSTER `prod`") == 1
     assert "non_replicated_deduplication_window" not in text
     assert text.count("replicated_deduplication_window = 10000") == 4
     assert "ReplicatedReplacingMergeTree('/clickhouse/tables/{database}/agentwatch_schema_migrations'" in text

@@ -924,9 +924,10 @@ def captured(telemetry: Telemetry) -> Iterator[Telemetry]:
 
 def _run_projection(telemetry: Telemetry, run: AgentRun) -> dict[str, Any]:
     spans = [s for s in telemetry.spans() if attrs(s).get(semconv.RUN_ID) == run.run_id]
-    (run_span,) = [s for s in spans if attrs(s)[semconv.GEN_AI_OPERATION_NAME] == "invoke_agent"]
+    (run_span,) = [s for s in spans if attrs(s).get(semconv.GEN_AI_OPERATION_NAME) == "invoke_agent"]
     tools = sorted(
-        (s for s in spans if attrs(s)[semconv.GEN_AI_OPERATION_NAME] == "execute_tool"), key=lambda s: s.start_time or 0
+        (s for s in spans if attrs(s).get(semconv.GEN_AI_OPERATION_NAME) == "execute_tool"),
+        key=lambda s: s.start_time or 0,
     )
     a = attrs(run_span)
     keys = (
@@ -1023,3 +1024,20 @@ def test_custom_loop_recording_replays_on_langgraph(captured: Telemetry) -> None
         assert replayed.tool_dispositions == {"replayed": len(calls_made)}
         assert recording.remaining() == 0
         assert recording.unrecorded == []
+
+
+def test_the_run_follows_the_current_genai_conventions(telemetry: Telemetry) -> None:
+    from _conventions import assert_current_conventions
+
+    model = ScriptedModel(responses=[calls(("kb_search", {"query": "refund"}, "c1")), answer("Refunds take 5 days.")])
+    graph = react_graph(model, governed_tool_node(make_gateway()))
+
+    invoke_graph(graph, ask(), handler=handler_for(telemetry))
+
+    assert_current_conventions(telemetry.spans())
+    a = run_attrs(telemetry)
+    # LangGraph names no model up front: the run takes them from its first model call
+    llm = telemetry.llm()
+    assert a[semconv.GEN_AI_REQUEST_MODEL] == attrs(llm[0])[semconv.GEN_AI_REQUEST_MODEL]
+    assert a[semconv.GEN_AI_PROVIDER_NAME] == "openai"
+    assert all(attrs(s)[semconv.OPERATION_NAME] == semconv.OP_STEP for s in telemetry.steps())

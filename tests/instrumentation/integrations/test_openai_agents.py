@@ -973,3 +973,33 @@ def test_the_sdk_support_agent_ends_each_ticket_like_the_custom_loop(telemetry: 
         )
         by_runtime[attrs(span)[semconv.RUNTIME]].append(tools)
     assert by_runtime["openai-agents"] == by_runtime["custom"]  # the same tool sequences, by gateway name
+
+
+# --- the current GenAI conventions ----------------------------------------------------------------
+
+
+def test_the_run_follows_the_current_genai_conventions(sdk: Telemetry) -> None:
+    from _conventions import assert_current_conventions
+
+    billing = Agent(
+        name="billing",
+        model=scripted([search_turn(2, "invoice"), turn(message("Invoice resent."))]),
+        tools=[kb_search],
+    )
+    triage = Agent(name="triage", model=scripted([turn(call("transfer_to_billing", {}, "h1"))]), handoffs=[billing])
+
+    @input_guardrail(run_in_parallel=False)
+    def polite(ctx: RunContextWrapper[Any], agent: Agent[Any], text: str | list[TResponseInputItem]) -> Any:
+        return GuardrailFunctionOutput(output_info=None, tripwire_triggered=False)
+
+    triage.input_guardrails = [polite]
+    Runner.run_sync(triage, "Resend my invoice")
+
+    assert_current_conventions(sdk.spans())  # steps, the handoff and the guardrail included
+    a = run_attrs(sdk)
+    assert (a[semconv.GEN_AI_PROVIDER_NAME], a[semconv.GEN_AI_REQUEST_MODEL]) == ("openai", "gpt-4o-mini")
+    for operation in (semconv.OP_HANDOFF, semconv.OP_GUARDRAIL, semconv.OP_STEP):
+        for span in sdk.by_operation(operation):
+            assert attrs(span)[semconv.OPERATION_NAME] == operation
+            assert semconv.GEN_AI_OPERATION_NAME not in attrs(span)
+    assert {attrs(s)[semconv.GEN_AI_PROVIDER_NAME] for s in sdk.llm()} == {"openai"}

@@ -10,6 +10,13 @@ Tokens file (YAML or JSON)::
       - token: "change-me"              # or token_sha256: "<hex digest>"
         tenant: acme
         scopes: [ingest, read]          # metrics: GET /metrics on a non-loopback address
+      - token: "grafana-secret"         # sql: the read-only ClickHouse SQL endpoint (--sql), for Grafana
+        scopes: [sql]                   # no tenant: the SQL endpoint reads every tenant's rows
+
+A token without a tenant may only hold scopes that are not confined to one tenant (``sql``,
+``metrics``), and the ``sql`` scope needs a token without a tenant: ClickHouse SQL over the store
+cannot be confined to one tenant's rows (chDB sessions have no row policies), so a tenant-bound
+``sql`` token would promise an isolation that does not exist. The file refuses both at load.
 """
 
 from __future__ import annotations
@@ -29,11 +36,18 @@ class Scope(StrEnum):
     # /metrics aggregates every tenant's agent, tool and model names: a scope of its own so that a
     # scraper's token reads no spans and a tenant's read token sees no other tenant's names
     METRICS = "metrics"
+    # the read-only SQL endpoint for Grafana: every tenant's rows, so only tokens without a tenant
+    SQL = "sql"
+
+
+# scopes a token without a tenant may hold (they are not confined to one tenant anyway)
+TENANTLESS_SCOPES = frozenset({Scope.SQL, Scope.METRICS})
 
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who sent a request. ``tenant`` is None when auth is off (spans keep their own tenant)."""
+    """Who sent a request. ``tenant`` is None when auth is off (spans keep their own tenant), or for a
+    token without a tenant, which holds only the ``sql`` and ``metrics`` scopes."""
 
     tenant: str | None
     scopes: frozenset[Scope]
@@ -78,9 +92,6 @@ class Authenticator:
             if not isinstance(item, dict):
                 raise SettingsError(f"{where}: must be a mapping with token, tenant and scopes")
             digest = _entry_digest(item, where)
-            tenant = item.get("tenant")
-            if not isinstance(tenant, str) or not tenant.strip():
-                raise SettingsError(f"{where}: tenant must be a non-empty string")
             scopes_raw = item.get("scopes", [Scope.INGEST.value])
             if not isinstance(scopes_raw, list) or not scopes_raw:
                 raise SettingsError(f"{where}: scopes must be a list of {'/'.join(Scope)}")
@@ -88,9 +99,10 @@ class Authenticator:
                 scopes = frozenset(Scope(str(scope)) for scope in scopes_raw)
             except ValueError:
                 raise SettingsError(f"{where}: unknown scope in {scopes_raw!r} (use {', '.join(Scope)})") from None
+            tenant = _entry_tenant(item.get("tenant"), scopes, where)
             if digest in entries:
                 raise SettingsError(f"{where}: duplicate token")
-            entries[digest] = Principal(tenant=tenant.strip(), scopes=scopes)
+            entries[digest] = Principal(tenant=tenant, scopes=scopes)
         return cls(entries)
 
     def authenticate(self, authorization: str | None, scope: Scope) -> Principal:
@@ -113,6 +125,23 @@ class Authenticator:
         if scope not in found.scopes:
             raise AuthError(403, f"token lacks the {scope.value!r} scope")
         return found
+
+
+def _entry_tenant(tenant: object, scopes: frozenset[Scope], where: str) -> str | None:
+    """The entry's tenant; None (no tenant) only for scopes that span tenants (see the module docstring)."""
+    if tenant is None and scopes <= TENANTLESS_SCOPES:
+        return None
+    if not isinstance(tenant, str) or not tenant.strip():
+        raise SettingsError(
+            f"{where}: tenant must be a non-empty string (only a token whose scopes are all of "
+            f"{', '.join(sorted(TENANTLESS_SCOPES))} may have none)"
+        )
+    if Scope.SQL in scopes:
+        raise SettingsError(
+            f"{where}: the sql scope reads every tenant's rows (SQL cannot be confined to one tenant), so it "
+            f"needs a token without a tenant: remove 'tenant: {tenant.strip()}' or give this token other scopes"
+        )
+    return tenant.strip()
 
 
 def _entry_digest(item: dict[object, object], where: str) -> bytes:

@@ -37,6 +37,11 @@ class CollectorSettings:
     otlp_http: str = "127.0.0.1:4318"
     otlp_grpc: str = "127.0.0.1:4317"
     metrics: str = "127.0.0.1:9464"
+    sql: str = ""  # read-only ClickHouse HTTP interface over an embedded store, for Grafana (off when empty)
+    sql_max_execution_seconds: float = 30.0
+    sql_max_memory_bytes: int = 1 << 30
+    sql_max_result_rows: int = 100_000
+    sql_max_result_bytes: int = 128 << 20
     spool: str = "./agentwatch-spool"
     spool_max_bytes: int = 1 << 30
     tokens: str = ""
@@ -60,6 +65,9 @@ class CollectorSettings:
     max_tools_per_agent: int = 50
     max_models_per_agent: int = 20
     redact: bool = True
+    dialects: bool = True  # read runs, LLM and tool calls from other GenAI instrumentations' spans
+    dialect_trace_idle_seconds: float = 300.0  # a foreign trace whose root has not arrived by then is dropped
+    pricing_file: str = ""  # JSON price list overriding the shipped one, for the costs of foreign runs
     drift_enabled: bool = True
     drift_interval_seconds: float = 60.0
     drift_window: str = "7d"  # how far back a canary's runs are looked for
@@ -70,10 +78,15 @@ class CollectorSettings:
 
     def validate(self) -> CollectorSettings:
         """Check ranges and addresses; returns self so construction reads as one expression."""
-        for name in ("otlp_http", "otlp_grpc", "metrics"):
+        for name in ("otlp_http", "otlp_grpc", "metrics", "sql"):
             value = getattr(self, name)
             if value:
                 parse_address(value, setting=name)
+        if self.sql and not self.clickhouse.startswith("chdb://"):
+            raise SettingsError(
+                "sql serves the embedded store (chdb://) only: with a ClickHouse server, point Grafana at the "
+                "server itself with a read-only user"
+            )
         if not self.otlp_http:
             raise SettingsError("otlp_http cannot be empty: it also serves /healthz, /readyz and the read API")
         positive = (
@@ -91,6 +104,9 @@ class CollectorSettings:
             "max_tools_per_agent",
             "max_models_per_agent",
             "drift_max_runs",
+            "sql_max_memory_bytes",
+            "sql_max_result_rows",
+            "sql_max_result_bytes",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -100,10 +116,20 @@ class CollectorSettings:
             "decode_timeout_seconds",
             "header_timeout_seconds",
             "body_timeout_seconds",
+            "sql_max_execution_seconds",
+            "dialect_trace_idle_seconds",
         ):
             if not 0 < getattr(self, name) < math.inf:  # also refuses NaN, which compares false
                 raise SettingsError(f"{name} must be positive and finite, got {getattr(self, name)!r}")
         self._validate_drift()
+        if self.pricing_file:
+            from agentwatch.instrumentation.errors import ConfigError
+            from agentwatch.instrumentation.pricing import load_price_file
+
+            try:
+                load_price_file(self.pricing_file)
+            except ConfigError as exc:
+                raise SettingsError(f"pricing_file: {exc}") from None
         if self.traces_ttl_days < 0 or self.runs_ttl_days < 0:
             raise SettingsError("TTLs are days >= 0 (0 keeps data forever)")
         if not (self.clickhouse.startswith(("chdb://", "http://", "https://"))):
@@ -140,10 +166,11 @@ class CollectorSettings:
 
         /metrics counts too: it names every tenant's agents, tools and models. With tokens, a
         non-loopback /metrics asks for a token with the ``metrics`` scope (the service enforces it).
+        The SQL listener too (it reads every tenant's spans); with tokens it asks for the ``sql`` scope.
         """
         if self.tokens or self.insecure_allow_remote:
             return
-        for name in ("otlp_http", "otlp_grpc", "metrics"):
+        for name in ("otlp_http", "otlp_grpc", "metrics", "sql"):
             value = getattr(self, name)
             if value and not is_loopback(parse_address(value, setting=name)[0]):
                 raise SettingsError(

@@ -12,7 +12,8 @@ Where to look next is true for how the demo ran: after a plain run the collector
 the commands read the store directly (``--clickhouse chdb://DIR``, with the ``agentwatch`` this
 demo runs as, spelled so it works from the shell); with ``--serve`` they name the URLs the
 collector actually bound. ``--serve`` listens on the well-known ports (or ``AGENTWATCH_OTLP_HTTP``,
-``AGENTWATCH_OTLP_GRPC``, ``AGENTWATCH_METRICS``) and stops with exit 2 when one is busy, rather than
+``AGENTWATCH_OTLP_GRPC``, ``AGENTWATCH_METRICS``, ``AGENTWATCH_SQL``: the read-only SQL endpoint for
+Grafana, which only ``--serve`` opens) and stops with exit 2 when one is busy, rather than
 serving on another port the printed commands would not use.
 """
 
@@ -49,7 +50,10 @@ SERVE_ADDRESSES: Final = (
     ("otlp_http", "127.0.0.1:4318", "OTLP/HTTP and the read API"),
     ("otlp_grpc", "127.0.0.1:4317", "OTLP/gRPC"),
     ("metrics", "127.0.0.1:9464", "Prometheus /metrics"),
+    ("sql", "127.0.0.1:8124", "the read-only ClickHouse SQL endpoint for Grafana"),
 )
+# Grafana alone, with the dashboards, reading the SQL endpoint above (relative to the repository)
+GRAFANA_LOCAL_COMPOSE: Final = "deploy/compose/grafana-local.yaml"
 
 
 class PortBusy(Exception):
@@ -116,6 +120,7 @@ def demo_settings(
         addresses = {
             setting: f"127.0.0.1:{_port_or_any(int(default.rsplit(':', 1)[1]))}"
             for setting, default, _ in SERVE_ADDRESSES
+            if setting != "sql"  # only a collector that keeps running serves Grafana
         }
     return CollectorSettings(
         clickhouse=f"chdb://{data_dir}",
@@ -125,6 +130,7 @@ def demo_settings(
         otlp_http=addresses["otlp_http"],
         otlp_grpc=addresses["otlp_grpc"],
         metrics=addresses["metrics"],
+        sql=addresses.get("sql", ""),
     ).validate()
 
 
@@ -485,6 +491,8 @@ class NextSteps:
                 f"  read API             http://127.0.0.1:{service.http_port}/api/v1/runs",
                 f"  Prometheus metrics   http://127.0.0.1:{service.metrics_port}/metrics",
                 f"  send your own spans  OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:{service.http_port}",
+                f"  SQL for Grafana      http://127.0.0.1:{service.sql_port}  (read-only ClickHouse HTTP interface)",
+                f"  Grafana dashboards   {grafana_local_command()}  then http://127.0.0.1:3000",
             ]
         else:
             lines = [
@@ -501,8 +509,24 @@ class NextSteps:
         if not self.serve:
             lines.append(
                 f"  live /metrics, API   {aw} demo --serve{self._data_flag}  (keeps the collector running: "
-                "http://127.0.0.1:9464/metrics, http://127.0.0.1:4318/api/v1/runs)"
+                "http://127.0.0.1:9464/metrics, http://127.0.0.1:4318/api/v1/runs, SQL for Grafana on 127.0.0.1:8124)"
             )
         if activate is not None:
             lines.append(f"  plain `agentwatch`   source {activate}  (puts agentwatch on PATH in this shell)")
         return "\n".join(lines)
+
+
+def grafana_local_command() -> str:
+    """The command that starts Grafana alone against ``--serve``'s SQL endpoint, spelt for where it runs.
+
+    From the repository root the relative path works; elsewhere the file's absolute path in this
+    checkout (an editable install), or the relative path when the package was installed without it.
+    """
+    compose = Path(__file__).resolve().parents[4] / GRAFANA_LOCAL_COMPOSE
+    if not compose.exists():
+        return f"docker compose -f {GRAFANA_LOCAL_COMPOSE} up -d  (from an agentwatch checkout)"
+    try:
+        shown = str(compose.relative_to(Path.cwd()))
+    except ValueError:
+        shown = str(compose)
+    return f"docker compose -f {shlex.quote(shown)} up -d"

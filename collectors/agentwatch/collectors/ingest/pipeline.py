@@ -26,6 +26,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 from agentwatch.collectors.config.auth import Authenticator, AuthError, Scope
 from agentwatch.collectors.config.settings import CollectorSettings
+from agentwatch.collectors.ingest.assembly import Observation, RunAssembler, Staged
 from agentwatch.collectors.ingest.inflate import (
     BadEncoding,
     DecodeTimeout,
@@ -44,6 +45,7 @@ from agentwatch.collectors.ingest.otlp import (
 )
 from agentwatch.collectors.metrics import CollectorMetrics
 from agentwatch.collectors.store.spool import Spool, SpoolError, SpoolFull
+from agentwatch.instrumentation.pricing import PriceTable, load_price_file
 from agentwatch.instrumentation.redaction import Redactor
 
 log = logging.getLogger("agentwatch.collector")
@@ -125,6 +127,11 @@ class Pipeline:
         self._decode_slots = threading.BoundedSemaphore(settings.max_concurrent_decodes)
         self._busy_slots = 0
         self._saturated_since: float | None = None
+        self.assembler: RunAssembler | None = None
+        if settings.dialects:
+            # a price file replaces the shipped list (validated with the settings)
+            prices = load_price_file(settings.pricing_file) if settings.pricing_file else PriceTable.default()
+            self.assembler = RunAssembler(prices, idle_seconds=settings.dialect_trace_idle_seconds)
 
     def refusal(self) -> str | None:
         """Why the pipeline cannot take work now, else None: what /readyz reports.
@@ -253,8 +260,9 @@ class Pipeline:
                 # a client retry of a request we already made durable: acknowledge, store nothing twice
                 log.debug("request already spooled (%d spans): acknowledged again", converted.accepted)
             else:
+                observations: list[Observation] = []
                 try:
-                    self._spool.append(converted.payload(), spans=converted.accepted, digest=digest)
+                    self._spool_assembled(converted, digest, observations)
                 except SpoolFull:
                     self._metrics.record_rejected("spool_full", converted.accepted)
                     return self._error(503, "spool is full, retry later", kind, transport, retry=True)
@@ -262,6 +270,9 @@ class Pipeline:
                     log.error("spool write failed: %s", exc)
                     self._metrics.record_rejected("spool_error", converted.accepted)
                     return self._error(503, "spool unavailable, retry later", kind, transport, retry=True)
+                finally:
+                    if observations:
+                        self._metrics.observe_spans(observations)
                 self._metrics.observe_spans(converted.spans)
         self._metrics.record_request(transport, 200, body_bytes=len(raw))
         return Reply(
@@ -272,6 +283,27 @@ class Pipeline:
             rejected=converted.rejected,
             message=message,
         )
+
+    def _spool_assembled(self, converted: Converted, digest: bytes, observations: list[Observation]) -> None:
+        """Spool the rows, with the runs of foreign traces whose roots they hold read and stamped first.
+
+        The assembler's lock spans the spool write, so the spans of one trace are read in the order
+        they were stored, and a request the spool refused is unread again (its retry is read anew).
+        ``observations`` receives what the metrics should count beyond the rows' own spans.
+        """
+        assembler = self.assembler
+        if assembler is None:
+            self._spool.append(converted.payload(), spans=converted.accepted, digest=digest)
+            return
+        with assembler.lock:
+            observations.extend(assembler.expire())
+            staged: Staged = assembler.stage(converted)
+            try:
+                self._spool.append(converted.payload(), spans=converted.accepted, digest=digest)
+            except BaseException:
+                assembler.rollback(staged)
+                raise
+        observations.extend(staged.observations)
 
 
 def _success_body(rejected: int, message: str, kind: str) -> bytes:

@@ -1,6 +1,8 @@
 """The agent metrics derived from converted spans: runs, tools, tokens, budgets and versions.
 
 Only spans carrying ``agentwatch.run.id`` count; every other span is skipped after one lookup.
+Runs read from other GenAI dialects arrive as observations the ingest assembler makes (the
+stamped root span of such a run, marked ``agentwatch.dialect``, is skipped here).
 Counters are summed per label set over a batch first, so a batch costs one ``inc`` per series
 rather than one per span.
 """
@@ -95,6 +97,8 @@ class _SpanMetrics:
                     attributes = cast("Mapping[str, object]", span_attributes)
                     if not attributes.get(semconv.RUN_ID):
                         continue  # the hot path for foreign spans: one lookup
+                    if semconv.DIALECT in attributes:
+                        continue  # a foreign run's root: ingest's assembler observes the run for it
                 except AttributeError:
                     continue  # no attribute mapping: a malformed row
                 self._observe_span(attributes, duration, runs, tokens, tools)

@@ -161,8 +161,9 @@ def _dialect_parts(node: TraceNode) -> list[str]:
     """What a foreign span says about itself: its GenAI operation, OpenInference or Traceloop kind, entity."""
     a = node.attributes
     parts: list[str] = []
-    if node.kind == "other" and a.get(semconv.GEN_AI_OPERATION_NAME):
-        parts.append(f"op={a[semconv.GEN_AI_OPERATION_NAME]}")
+    operation = semconv.span_operation(a)  # agentwatch's own (handoff, guardrail) or a GenAI operation
+    if node.kind == "other" and operation:
+        parts.append(f"op={operation}")
     if a.get(OPENINFERENCE_SPAN_KIND):
         parts.append(f"openinference={a[OPENINFERENCE_SPAN_KIND]}")
     traceloop = "/".join(filter(None, (a.get(TRACELOOP_SPAN_KIND), a.get(TRACELOOP_ENTITY_NAME))))

@@ -51,6 +51,7 @@ _OPENINFERENCE_LLM_KINDS: Final = frozenset({"LLM", "EMBEDDING"})
 # The attributes that matter for a span of any dialect, kept on every node where present.
 _DIALECT_ATTRIBUTES: Final = (
     semconv.GEN_AI_OPERATION_NAME,
+    semconv.OPERATION_NAME,
     semconv.GEN_AI_PROVIDER_NAME,
     "gen_ai.system",
     semconv.GEN_AI_AGENT_NAME,
@@ -144,19 +145,22 @@ _KEY_ATTRIBUTES: Final[dict[str, tuple[str, ...]]] = {
         semconv.STEP_INDEX,
         semconv.ERROR_TYPE,
     ),
-    "other": (semconv.GEN_AI_OPERATION_NAME, semconv.ERROR_TYPE),
+    "other": (semconv.OPERATION_NAME, semconv.GEN_AI_OPERATION_NAME, semconv.ERROR_TYPE),
 }
 
 
 def span_kind_of(attributes: Mapping[str, str]) -> str:
-    """run/step/llm/tool/other from ``gen_ai.operation.name`` (a model name alone also means an LLM call).
+    """run/step/llm/tool/other from the span's operation (a model name alone also means an LLM call).
 
-    Without an operation name, OpenInference's ``openinference.span.kind`` (LLM, EMBEDDING, TOOL) and
-    Traceloop's ``traceloop.span.kind`` (tool) say it; any other span is ``other``.
+    The operation is ``agentwatch.operation.name`` (steps, handoffs, guardrails), else
+    ``gen_ai.operation.name``; spans of earlier agentwatch versions name steps, handoffs and
+    guardrails in ``gen_ai.operation.name`` and read the same. Without an operation name,
+    OpenInference's ``openinference.span.kind`` (LLM, EMBEDDING, TOOL) and Traceloop's
+    ``traceloop.span.kind`` (tool) say it; any other span is ``other``.
     """
-    operation = attributes.get(semconv.GEN_AI_OPERATION_NAME, "")
-    if operation == semconv.OP_INVOKE_AGENT:
-        return "run"
+    operation = semconv.span_operation(attributes)
+    if operation == semconv.OP_INVOKE_AGENT or (semconv.DIALECT in attributes and semconv.STOP_REASON in attributes):
+        return "run"  # (the second: the root of a trace in another dialect, which the collector read as a run)
     if operation == semconv.OP_STEP:
         return "step"
     if operation == semconv.OP_EXECUTE_TOOL:
@@ -207,8 +211,17 @@ def _trace_rows(store: StoreReader, trace_id: str, tenant: str | None) -> list[d
     return store.query(sql, parameters)
 
 
+def _normalize_operation(attributes: dict[str, str]) -> None:
+    """A step, handoff or guardrail written before ``agentwatch.operation.name`` existed (its operation in
+    ``gen_ai.operation.name``) reads back exactly like one written after it."""
+    operation = attributes.get(semconv.GEN_AI_OPERATION_NAME)
+    if operation in semconv.AGENTWATCH_OPERATIONS and semconv.OPERATION_NAME not in attributes:
+        attributes[semconv.OPERATION_NAME] = attributes.pop(semconv.GEN_AI_OPERATION_NAME)
+
+
 def _node_from_row(row: Mapping[str, Any], origin_ns: int, content: bool = False) -> TraceNode:
     attributes = {str(key): str(value) for key, value in dict(row["SpanAttributes"]).items()}
+    _normalize_operation(attributes)
     kind = span_kind_of(attributes)
     keep = _KEY_ATTRIBUTES[kind] + tuple(key for key in _DIALECT_ATTRIBUTES if key not in _KEY_ATTRIBUTES[kind])
     events = [

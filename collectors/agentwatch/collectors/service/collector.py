@@ -40,6 +40,7 @@ from agentwatch.collectors.service.http_server import (
     start_server,
 )
 from agentwatch.collectors.service.read_api import read_routes
+from agentwatch.collectors.service.sql_guard import Limits
 from agentwatch.collectors.store.clickhouse import ClickHouseStore, redacted_url
 from agentwatch.collectors.store.schema import SchemaOptions
 from agentwatch.collectors.store.spool import Spool
@@ -154,7 +155,10 @@ class CollectorService:
         # Listeners first: a busy port is reported (ListenerError, naming the flag) before the
         # spool and the store exist, so a failed start leaves no ./agentwatch-data behind.
         self._http_socket, self._metrics_socket = bind_listeners(settings)
+        self._sql_socket: socket.socket | None = None
         try:
+            if settings.sql:
+                self._sql_socket = bind_listener(settings.sql, setting="sql")
             self._open_the_rest(settings)
         except BaseException:
             self._close_listeners()
@@ -162,9 +166,11 @@ class CollectorService:
         self.http_port = 0
         self.grpc_port = 0
         self.metrics_port = 0
+        self.sql_port = 0
         self._http_server: RunningServer | None = None
         self._grpc: Any = None
         self._metrics_server: RunningServer | None = None
+        self._sql_server: RunningServer | None = None
         self._stopped = threading.Event()
 
     def _open_the_rest(self, settings: CollectorSettings) -> None:
@@ -200,7 +206,7 @@ class CollectorService:
             )
 
     def _close_listeners(self) -> None:
-        for sock in (self._http_socket, self._metrics_socket):
+        for sock in (self._http_socket, self._metrics_socket, self._sql_socket):
             if sock is not None:
                 sock.close()
 
@@ -257,15 +263,35 @@ class CollectorService:
                 sock=self._metrics_socket,
             )
             self.metrics_port = self._metrics_server.port
+        if self._sql_socket is not None:
+            self._start_sql(timeouts)
         if self.drift_loop is not None:
             self.drift_loop.start()
         log.info(
-            "agentwatch collector: OTLP/HTTP :%d, OTLP/gRPC :%s, /metrics :%s, store %s",
+            "agentwatch collector: OTLP/HTTP :%d, OTLP/gRPC :%s, /metrics :%s, SQL :%s, store %s",
             self.http_port,
             self.grpc_port or "off",
             self.metrics_port or "off",
+            self.sql_port or "off",
             redacted_url(self.settings.clickhouse),
         )
+
+    def _start_sql(self, timeouts: ReadTimeouts) -> None:
+        """The read-only ClickHouse HTTP interface for Grafana (``--sql``; embedded stores only)."""
+        from agentwatch.collectors.service.sql_endpoint import create_sql_app
+
+        settings = self.settings
+        limits = Limits(
+            max_execution_time=settings.sql_max_execution_seconds,
+            max_memory_usage=settings.sql_max_memory_bytes,
+            max_result_rows=settings.sql_max_result_rows,
+            max_result_bytes=settings.sql_max_result_bytes,
+        )
+        app = create_sql_app(self.store, self.authenticator, limits)
+        self._sql_server = start_server(
+            app, settings.sql, setting="sql", timeouts=timeouts, name="agentwatch-sql", sock=self._sql_socket
+        )
+        self.sql_port = self._sql_server.port
 
     def wait_ready(self, timeout_s: float = 30.0) -> bool:
         deadline = time.monotonic() + timeout_s
@@ -291,6 +317,8 @@ class CollectorService:
         self.writer.stop(drain_timeout_s=drain_timeout_s)
         if self._metrics_server is not None:
             self._metrics_server.stop(timeout_s=5)
+        if self._sql_server is not None:  # before the store closes: its queries run on the store's engine
+            self._sql_server.stop(timeout_s=5)
         self._close_listeners()  # those never handed to a server (stop without start)
         self.spool.close()
         self.store.close()

@@ -22,14 +22,23 @@ the views run on each shard, reading the local ``otel_traces_local`` and writing
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
+from agentwatch.collectors.store.ddl import (
+    TRACES_TABLE,
+    SchemaOptions,
+    _attr,
+    _num,
+    _on_cluster,
+    _Table,
+    _view,
+    quote_identifier,
+    quote_literal,
+)
 from agentwatch.instrumentation import semconv
 
-TRACES_TABLE: Final = "otel_traces"
 TRACE_ID_TS_TABLE: Final = "otel_traces_trace_id_ts"
 TRACE_ID_TS_VIEW: Final = "otel_traces_trace_id_ts_mv"
 RUNS_TABLE: Final = "agent_runs"
@@ -37,10 +46,6 @@ RUNS_VIEW: Final = "agent_runs_mv"
 TOOL_CALLS_TABLE: Final = "agent_tool_calls"
 TOOL_CALLS_VIEW: Final = "agent_tool_calls_mv"
 MIGRATIONS_TABLE: Final = "agentwatch_schema_migrations"
-LOCAL_SUFFIX: Final = "_local"
-
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_CLUSTER_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 
 # --- otel_traces: the exporter's columns, verbatim -------------------------------------------
 
@@ -113,146 +118,6 @@ def _column_ddl(name: str, type_: str) -> str:
         # "Nested (...)" with a space is the exporter's spelling; both parse the same
         return f"{name} Nested ({type_[len('Nested(') : -1]}) CODEC(ZSTD(1))"
     return f"{name} {type_} {_CODECS.get(name, 'CODEC(ZSTD(1))')}"
-
-
-# --- options ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SchemaOptions:
-    """Where and how the schema is created.
-
-    ``traces_ttl_days`` applies to ``otel_traces`` and its trace-id lookup, ``runs_ttl_days`` to
-    ``agent_runs`` and ``agent_tool_calls`` (the audit trail outlives raw spans); 0 means no TTL.
-    ``dedup_window`` is how many recent insert blocks each table remembers for deduplication: it
-    must cover every batch a spool can hold, or a long replay could duplicate its oldest batches.
-    """
-
-    database: str = "default"
-    cluster: str | None = None
-    traces_ttl_days: int = 30
-    runs_ttl_days: int = 400
-    dedup_window: int = 10000
-    index_granularity: int = 8192
-
-    def __post_init__(self) -> None:
-        # names are interpolated into DDL: refuse anything that could escape its quoting
-        if not _IDENTIFIER.match(self.database):
-            raise ValueError(f"invalid database name {self.database!r}: letters, digits and _ only")
-        if self.cluster is not None and not _CLUSTER_NAME.match(self.cluster):
-            raise ValueError(f"invalid cluster name {self.cluster!r}")
-        for name in ("traces_ttl_days", "runs_ttl_days", "dedup_window"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0")
-        if self.index_granularity <= 0:
-            raise ValueError("index_granularity must be > 0")
-
-    @property
-    def replicated(self) -> bool:
-        """True for the cluster variant (Replicated* + Distributed)."""
-        return self.cluster is not None
-
-    def qualified(self, table: str) -> str:
-        """``database.table``, quoted, for a public (Distributed in cluster mode) table name."""
-        return f"{quote_identifier(self.database)}.{quote_identifier(table)}"
-
-    def storage_table(self, table: str) -> str:
-        """Name of the table that holds the data: ``<table>_local`` on a cluster, else ``table``."""
-        return table + LOCAL_SUFFIX if self.replicated else table
-
-
-def quote_identifier(name: str) -> str:
-    """Backquote an identifier (already validated or a constant of ours)."""
-    return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
-
-
-def quote_literal(text: str) -> str:
-    """Single-quote a string literal for ClickHouse SQL."""
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-# --- statement builders -----------------------------------------------------------------------
-
-
-def _on_cluster(options: SchemaOptions) -> str:
-    return f" ON CLUSTER {quote_identifier(options.cluster)}" if options.cluster is not None else ""
-
-
-def _engine(options: SchemaOptions, family: str, storage_name: str, *args: str) -> str:
-    """``family`` (e.g. ``MergeTree``) or its Replicated variant with a per-shard Keeper path."""
-    if not options.replicated:
-        return f"{family}({', '.join(args)})"
-    path = quote_literal(f"/clickhouse/tables/{{shard}}/{{database}}/{storage_name}")
-    return f"Replicated{family}({', '.join((path, quote_literal('{replica}'), *args))})"
-
-
-def _table_settings(options: SchemaOptions, *, ttl: bool) -> str:
-    settings = [f"index_granularity = {options.index_granularity}"]
-    if ttl:
-        # partitions are per day/week/month, so expiry drops whole parts instead of rewriting them
-        settings.append("ttl_only_drop_parts = 1")
-    # insert_deduplication_token only deduplicates when the table keeps a window of block ids;
-    # Replicated engines keep theirs in Keeper (default 1000), plain MergeTree keeps none by default
-    window = "replicated_deduplication_window" if options.replicated else "non_replicated_deduplication_window"
-    settings.append(f"{window} = {options.dedup_window}")
-    return "SETTINGS " + ", ".join(settings)
-
-
-@dataclass(frozen=True)
-class _Table:
-    """A MergeTree-family table, rendered single-node or as local + Distributed on a cluster."""
-
-    name: str
-    definitions: tuple[str, ...]
-    family: str
-    partition_by: str
-    order_by: str
-    ttl_column: str
-    ttl_days: Callable[[SchemaOptions], int]
-    shard_key: str
-    engine_args: tuple[str, ...] = ()
-
-    def statements(self, options: SchemaOptions) -> list[str]:
-        storage = options.storage_table(self.name)
-        days = self.ttl_days(options)
-        ttl = f"\nTTL toDateTime({self.ttl_column}) + toIntervalDay({days})" if days > 0 else ""
-        body = ",\n    ".join(self.definitions)
-        create = (
-            f"CREATE TABLE IF NOT EXISTS {options.qualified(storage)}{_on_cluster(options)}\n(\n    {body}\n)\n"
-            f"ENGINE = {_engine(options, self.family, storage, *self.engine_args)}\n"
-            f"PARTITION BY {self.partition_by}\nORDER BY {self.order_by}{ttl}\n"
-            f"{_table_settings(options, ttl=days > 0)}"
-        )
-        if not options.replicated:
-            return [create]
-        assert options.cluster is not None
-        distributed = (
-            f"CREATE TABLE IF NOT EXISTS {options.qualified(self.name)}{_on_cluster(options)}\n"
-            f"AS {options.qualified(storage)}\n"
-            f"ENGINE = Distributed({quote_literal(options.cluster)}, {quote_literal(options.database)}, "
-            f"{quote_literal(storage)}, {self.shard_key})"
-        )
-        return [create, distributed]
-
-
-def _view(options: SchemaOptions, name: str, target: str, select: str) -> str:
-    """A materialized view on the (local) ``otel_traces`` writing the (local) ``target``."""
-    source = options.qualified(options.storage_table(TRACES_TABLE))
-    return (
-        f"CREATE MATERIALIZED VIEW IF NOT EXISTS {options.qualified(name)}{_on_cluster(options)}\n"
-        f"TO {options.qualified(options.storage_table(target))}\n"
-        f"AS {select.format(source=source)}"
-    )
-
-
-def _attr(key: str) -> str:
-    """SQL for a span attribute (attributes are strings in the map; missing keys read as '')."""
-    return f"SpanAttributes[{quote_literal(key)}]"
-
-
-def _num(function: str, key: str) -> str:
-    # *OrZero: a malformed or missing number from a foreign writer must not fail the insert
-    return f"{function}OrZero({_attr(key)})"
 
 
 # A trace stays on one shard (sharding by TraceId), and the agent tables are filled by views on
@@ -475,6 +340,63 @@ def _v4_exporter_fidelity(options: SchemaOptions) -> list[str]:
     return statements
 
 
+# Migration 5: runs and tool calls read from other GenAI dialects. The collector's assembler stamps
+# the root span of such a run (``agentwatch.dialect``, the run id, stop reason and totals, and its
+# counted tool calls as JSON in ``agentwatch.run.tools``), adding attributes and changing none, so
+# the root keeps its own ``gen_ai.operation.name`` (or none). The runs view takes those roots too;
+# the tool-call view takes only agentwatch's own tool spans (in a run, or the gateway's outside
+# one; a foreign span that agentwatch's processor gave a run id is marked with the dialect and
+# left out), and a third view turns a root's tool list into rows, so each tool call is one row.
+_OWN_TOOL_CALL: Final = (
+    f"({_attr(semconv.RUN_ID)} != '' OR {_attr(semconv.TOOL_DISPOSITION)} != '') AND {_attr(semconv.DIALECT)} = ''"
+)
+_FOREIGN_TOOLS_VIEW: Final = "agent_tool_calls_foreign_mv"
+_TOOL_TUPLE: Final = "Array(Tuple(String, String, String, String, String, String, UInt64, UInt8))"
+_FOREIGN_TOOL_CALLS_SELECT: Final = f"""SELECT
+    {_attr(semconv.TENANT_ID)} AS TenantId,
+    {_attr(semconv.GEN_AI_AGENT_NAME)} AS AgentName,
+    {_attr(semconv.TRACK)} AS Track,
+    {_attr(semconv.RUN_ID)} AS RunId,
+    toUInt32(0) AS StepIndex,
+    TraceId,
+    tool.1 AS SpanId,
+    tool.2 AS ParentSpanId,
+    fromUnixTimestamp64Nano(toInt64OrZero(tool.6)) AS Timestamp,
+    tool.7 / 1e9 AS DurationSeconds,
+    tool.3 AS ToolName,
+    tool.4 AS ToolCallId,
+    tool.5 AS ToolType,
+    {quote_literal(semconv.ToolDisposition.UNGOVERNED.value)} AS Disposition,
+    if(tool.8 = 1, {quote_literal(semconv.ToolOutcome.ERROR.value)}, {quote_literal(semconv.ToolOutcome.OK.value)})
+        AS Outcome,
+    '' AS Risk,
+    '' AS PolicyRule,
+    '' AS IdempotencyKey,
+    if(tool.8 = 1, 'Error', 'Unset') AS StatusCode,
+    '' AS Arguments,
+    '' AS Result
+FROM {{source}}
+ARRAY JOIN JSONExtract({_attr(semconv.RUN_TOOLS)}, {quote_literal(_TOOL_TUPLE)}) AS tool
+WHERE {_attr(semconv.DIALECT)} != '' AND {_attr(semconv.RUN_TOOLS)} != ''"""
+
+
+def _v5_foreign_runs(options: SchemaOptions) -> list[str]:
+    runs_select, _, _ = _RUNS_SELECT.rpartition("\nWHERE ")
+    runs_where = (
+        f"WHERE ({_attr(semconv.GEN_AI_OPERATION_NAME)} = {quote_literal(semconv.OP_INVOKE_AGENT)}"
+        f" OR {_attr(semconv.DIALECT)} != '')\n    AND {_attr(semconv.RUN_ID)} != ''"
+        f"\n    AND {_attr(semconv.STOP_REASON)} != ''"
+    )
+    drop = "DROP VIEW IF EXISTS {name}" + _on_cluster(options)
+    return [
+        drop.format(name=options.qualified(RUNS_VIEW)),
+        _view(options, RUNS_VIEW, RUNS_TABLE, f"{runs_select}\n{runs_where}"),
+        drop.format(name=options.qualified(TOOL_CALLS_VIEW)),
+        _view(options, TOOL_CALLS_VIEW, TOOL_CALLS_TABLE, f"{_TOOL_CALLS_SELECT}\n    AND {_OWN_TOOL_CALL}"),
+        _view(options, _FOREIGN_TOOLS_VIEW, TOOL_CALLS_TABLE, _FOREIGN_TOOL_CALLS_SELECT),
+    ]
+
+
 # --- migrations -------------------------------------------------------------------------------
 
 # Checksums are taken over a fixed rendering, so changing TTLs or the database name is not
@@ -502,6 +424,7 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(2, "agent_runs and its view", _v2_runs),
     Migration(3, "agent_tool_calls and its view", _v3_tool_calls),
     Migration(4, "otel_traces: the exporter's ALIAS columns and Duration codec", _v4_exporter_fidelity),
+    Migration(5, "runs and tool calls read from other GenAI dialects", _v5_foreign_runs),
 )
 """Every schema version in order. Append new versions; never edit an applied one."""
 

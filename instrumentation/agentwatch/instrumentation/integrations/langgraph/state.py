@@ -106,7 +106,7 @@ class RunState:
             started = self.superstep_started_ns if self.superstep is not None else time.time_ns()
             self.close_step(self.previous_supersteps_ended_ns)
             attributes: dict[str, AttributeValue] = run.span_attributes()
-            attributes[semconv.GEN_AI_OPERATION_NAME] = semconv.OP_STEP
+            attributes[semconv.OPERATION_NAME] = semconv.OP_STEP  # not a GenAI operation
             attributes[semconv.STEP_INDEX] = index
             if self.superstep is not None:
                 attributes[LANGGRAPH_STEP] = self.superstep

@@ -60,12 +60,19 @@ from agentwatch.instrumentation._installed import current_settings
 from agentwatch.instrumentation._run import AgentRun, RunScope, agent_run, get_current_run
 from agentwatch.instrumentation._settings import InstrumentationSettings
 from agentwatch.instrumentation.errors import BudgetExceeded, GuardrailTripped, RunStopped
-from agentwatch.instrumentation.integrations.openai_agents.state import RUNTIME, SdkRun, active_run, content_value
+from agentwatch.instrumentation.integrations.openai_agents.state import (
+    RUNTIME,
+    SdkRun,
+    active_run,
+    content_value,
+    provider_of,
+)
 from agentwatch.instrumentation.integrations.openai_agents.tools import governance_for
 from agentwatch.instrumentation.integrations.openai_agents.tracing import (
     AgentwatchRunHooks,
     AgentwatchTracingProcessor,
     model_name,
+    sdk_default_model,
     tool_not_found_refusal,
 )
 from agentwatch.instrumentation.killswitch import KillSwitch, KillSwitchSource
@@ -196,6 +203,8 @@ class _Session:
             track = defaults.track
         conversation = arguments.get("conversation_id") or _config_value(run_config, "group_id")
         governance = governance_for(agent)
+        # the model the SDK will call first: the run config's, else the agent's, else the SDK default
+        model = self._default_model or model_name(agent.model) or sdk_default_model()
         return agent_run(
             agent.name,
             tenant_id=_text(metadata.get(semconv.TENANT_ID)) or defaults.tenant_id,
@@ -208,6 +217,8 @@ class _Session:
             kill_switch=defaults.kill_switch,
             tracer_provider=defaults.tracer_provider,
             settings=defaults.settings,
+            provider=provider_of(model) if model else None,
+            model=model,
         )
 
     def _refuse_unknown_tools(self, agent: Agent[Any], run_config: object) -> None:

@@ -224,7 +224,8 @@ class SdkRun:
     def _attributes(self, operation: str | None) -> dict[str, AttributeValue]:
         attributes = self.run.span_attributes()
         if operation is not None:
-            attributes[semconv.GEN_AI_OPERATION_NAME] = operation
+            # steps, handoffs and guardrails name their operation in agentwatch.operation.name
+            attributes.update(semconv.operation_attributes(operation))
         return attributes
 
     # -- steps (SDK turns) ----------------------------------------------------------------------

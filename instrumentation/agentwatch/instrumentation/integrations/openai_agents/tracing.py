@@ -53,7 +53,7 @@ from agentwatch.instrumentation.integrations.openai_agents.state import (
 )
 from agentwatch.instrumentation.integrations.openai_agents.tools import is_governed, screen_unknown_calls
 
-__all__ = ["AgentwatchRunHooks", "AgentwatchTracingProcessor", "model_name"]
+__all__ = ["AgentwatchRunHooks", "AgentwatchTracingProcessor", "model_name", "sdk_default_model"]
 
 _MCP_LIST_TOOLS: Final = "tools/list"
 
@@ -214,10 +214,10 @@ def _request_model(agent: Agent[Any], state: SdkRun) -> str | None:
     if state.default_model is not None:
         return state.default_model
     configured = model_name(agent.model)
-    return configured if configured is not None else _sdk_default_model()
+    return configured if configured is not None else sdk_default_model()
 
 
-def _sdk_default_model() -> str | None:
+def sdk_default_model() -> str | None:
     """The model the SDK uses for an agent without one (it may come from the environment)."""
     try:
         from agents.models import get_default_model
