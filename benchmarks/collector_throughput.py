@@ -721,7 +721,9 @@ def measure_decode(bodies: list[tuple[bytes, int]]) -> tuple[dict[str, Any], lis
     return report, payloads
 
 
-def measure_pipeline(bodies: list[tuple[bytes, int]], workdir: Path, *, compress: bool) -> dict[str, Any]:
+def measure_pipeline(
+    bodies: list[tuple[bytes, int]], workdir: Path, *, compress: bool, dialects: bool = True
+) -> dict[str, Any]:
     """``Pipeline.export`` (auth, decompress, decode, digest, fsynced spool append, metrics), one thread."""
     from agentwatch.collectors.config.auth import Authenticator
     from agentwatch.collectors.config.settings import CollectorSettings
@@ -730,7 +732,9 @@ def measure_pipeline(bodies: list[tuple[bytes, int]], workdir: Path, *, compress
     from agentwatch.collectors.store.spool import Spool
     from agentwatch.instrumentation.redaction import Redactor
 
-    settings = CollectorSettings(spool=str(workdir / "pipeline-spool"), spool_max_bytes=1 << 40).validate()
+    settings = CollectorSettings(
+        spool=str(workdir / "pipeline-spool"), spool_max_bytes=1 << 40, dialects=dialects
+    ).validate()
     spool = Spool(Path(settings.spool), max_bytes=settings.spool_max_bytes)
     metrics = CollectorMetrics()
     pipeline = Pipeline(
@@ -1005,6 +1009,7 @@ def _ratio(numerator: float, denominator: float) -> float:
 def render(report: dict[str, Any]) -> str:
     e2e, base = report["end_to_end"], report["baseline"]
     dec, pipe, ins = report["decode_only"], report["pipeline_only"], report["insert_only"]
+    plain = report["pipeline_only_no_dialects"]
     rate = e2e["spans_per_s"]
     lines = [
         f"collector throughput ({report['spans']} spans in {report['requests_planned']} requests of "
@@ -1021,6 +1026,8 @@ def render(report: dict[str, Any]) -> str:
         f" + encode {dec['encode_us_per_span']:.1f} us/span)",
         f"  pipeline only (1 thread)       {pipe['spans_per_s']:10,.0f} spans/s   "
         f"e2e = {_ratio(rate, pipe['spans_per_s']):.2f}x   (+ digest, fsynced spool, metrics)",
+        f"    without the run assembler    {plain['spans_per_s']:10,.0f} spans/s   "
+        f"assembler costs {1 - _ratio(pipe['spans_per_s'], plain['spans_per_s']):+.1%} of pipeline throughput",
         f"  insert only (chDB)             {ins['spans_per_s']:10,.0f} spans/s   "
         f"e2e = {_ratio(rate, ins['spans_per_s']):.2f}x"
         f"   ({ins['batch_spans']:,.0f}-span batches, {dec['json_bytes_per_span']:.0f} B/span)",
@@ -1124,6 +1131,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     decode, payloads = measure_decode(bodies)
     log("pipeline only ...")
     pipeline = measure_pipeline(bodies, workdir, compress=args.gzip)
+    log("pipeline only, without the run assembler (--no-dialects) ...")
+    pipeline_plain = measure_pipeline(bodies, workdir, compress=args.gzip, dialects=False)
     del bodies
     log("baseline (bare uvicorn) ...")
     baseline = measure_baseline(templates, plan, args, workdir)
@@ -1140,6 +1149,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "end_to_end": e2e,
         "decode_only": decode,
         "pipeline_only": pipeline,
+        "pipeline_only_no_dialects": pipeline_plain,
         "insert_only": insert,
         "baseline": baseline,
         "ratios": {

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,10 +22,12 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
 from agentwatch.collectors import metric_names as m
+from agentwatch.collectors.config.settings import CollectorSettings, SettingsError
 from agentwatch.collectors.ingest.assembly import Observation, RunAssembler
 from agentwatch.collectors.ingest.otlp import Converted, Limits, convert, parse_protobuf
 from agentwatch.collectors.metrics import CollectorMetrics
 from agentwatch.instrumentation import semconv
+from agentwatch.instrumentation.pricing import load_price_file
 
 
 class Clock:
@@ -414,3 +417,17 @@ def test_agentwatch_run_with_the_client_instrumentation_counts_each_call_once(te
         if sample.name == m.LLM_TOKENS_TOTAL
     }
     assert tokens == {("support", "input"): 45, ("support", "output"): 5}
+
+
+def test_a_price_file_prices_foreign_runs_and_a_bad_one_is_refused_at_start(spans: Any, tmp_path: Path) -> None:
+    prices = tmp_path / "prices.json"
+    prices.write_text(json.dumps({"models": {"gpt-4o-mini": {"input": 1000.0, "output": 0.0}}}), encoding="utf-8")
+    settings = CollectorSettings(pricing_file=str(prices)).validate()
+    tracer, exporter = spans
+    openinference_run(tracer)
+    batch = converted(exporter.get_finished_spans())
+    RunAssembler(load_price_file(settings.pricing_file)).stage(batch)
+    assert float(attributes_of(batch, "Agent workflow")[semconv.RUN_COST_USD]) == pytest.approx(33 * 1000 / 1e6)
+    prices.write_text("{not json", encoding="utf-8")
+    with pytest.raises(SettingsError, match="pricing_file"):
+        CollectorSettings(pricing_file=str(prices)).validate()

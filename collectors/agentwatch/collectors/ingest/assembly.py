@@ -14,7 +14,8 @@ spells out:
   call: the client library's span inside a framework's); agentwatch's own span counts if the nest
   has one, else the outermost. The same holds for tool calls, except that in a trace agentwatch
   instruments, its gateway's spans are the only tool calls (every governed call goes through it).
-  A foreign LLM call agentwatch did not record counts under agentwatch's run labels.
+  There, a foreign LLM call counts (under agentwatch's run labels) only if no own call of the
+  trace has its usage (``trace_reading.unrecorded``): side-by-side trees of one runtime do not nest.
 - **Stop reasons** come from what the frameworks raise: max turns / recursion limits →
   ``max_steps``, guardrail tripwires → ``guardrail``, cancellation → ``cancelled``, any other
   error on the root or an agent span → ``error``, else ``completed``.
@@ -29,75 +30,40 @@ write fails, so a retried request is read exactly once.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
-from opentelemetry.semconv.attributes.service_attributes import SERVICE_NAME, SERVICE_VERSION
+from opentelemetry.semconv.attributes.service_attributes import SERVICE_NAME
 
-from agentwatch.collectors.ingest.dialects import DIALECT, RUN_TOOLS, Role, SpanFacts, is_own, own_role, read_span
+from agentwatch.collectors.ingest.dialects import DIALECT, Role, SpanFacts, is_own, own_role, read_span
 from agentwatch.collectors.ingest.otlp import Converted, encode_rows
 from agentwatch.collectors.ingest.otlp_types import ROW_COLUMNS
+from agentwatch.collectors.ingest.trace_reading import (
+    Observation,
+    OpenTrace,
+    TraceSpan,
+    counted_calls,
+    run_labels,
+    run_stamps,
+    signal_of,
+    strongest_signal,
+)
 from agentwatch.instrumentation import semconv
 from agentwatch.instrumentation.pricing import PriceTable
 
 _TIMESTAMP, _TRACE, _SPAN, _PARENT = (ROW_COLUMNS.index(c) for c in ("Timestamp", "TraceId", "SpanId", "ParentSpanId"))
 _NAME, _RESOURCE, _SCOPE = (ROW_COLUMNS.index(c) for c in ("SpanName", "ResourceAttributes", "ScopeName"))
+_SERVICE: Final = ROW_COLUMNS.index("ServiceName")
 _ATTRIBUTES, _DURATION = ROW_COLUMNS.index("SpanAttributes"), ROW_COLUMNS.index("Duration")
 _STATUS, _MESSAGE = ROW_COLUMNS.index("StatusCode"), ROW_COLUMNS.index("StatusMessage")
 _EVENTS: Final = ROW_COLUMNS.index("Events.Timestamp")  # the tuple of the three Events.* columns
 
-_MAX_TOOLS_STAMPED: Final = 1000
-_OUTCOMES: Final = {False: semconv.ToolOutcome.OK.value, True: semconv.ToolOutcome.ERROR.value}
-_ENVIRONMENTS: Final = ("deployment.environment.name", "deployment.environment")
-_TRACKS: Final = frozenset(track.value for track in semconv.Track)
-# what a framework's error says -> the stop reason it means; read from status messages, exception
-# types and messages, and error.type (first match wins, in this order)
-_SIGNALS: Final = (
-    ("GuardrailTripwireTriggered", semconv.StopReason.GUARDRAIL),
-    ("Guardrail tripwire", semconv.StopReason.GUARDRAIL),
-    ("MaxTurnsExceeded", semconv.StopReason.MAX_STEPS),
-    ("Max turns", semconv.StopReason.MAX_STEPS),
-    ("GraphRecursionError", semconv.StopReason.MAX_STEPS),
-    ("Recursion limit", semconv.StopReason.MAX_STEPS),
-    ("CancelledError", semconv.StopReason.CANCELLED),
-    ("KeyboardInterrupt", semconv.StopReason.CANCELLED),
-)
-_SIGNAL_ORDER: Final = {reason: rank for rank, (_, reason) in enumerate(reversed(_SIGNALS))}
-
-Observation = tuple[dict[str, str], int]
-"""A span's attributes and duration as ``CollectorMetrics.observe_spans`` reads them."""
-
-
-@dataclass(slots=True)
-class _Span:
-    span_id: str
-    parent: str
-    role: Role
-    own: bool
-    facts: SpanFacts | None
-    start_ns: int
-    duration_ns: int
-    error: bool
-    signal: str
-
-
-_Calls = tuple[list["_Span"], list["_Span"]]  # a trace's counted LLM calls and tool calls
-
-
-@dataclass(slots=True)
-class _Trace:
-    spans: dict[str, _Span] = field(default_factory=dict)
-    foreign: bool = False
-    own: bool = False  # agentwatch instruments this trace: its spans are the run and its tool calls
-    own_labels: tuple[str, str] | None = None  # agent, track of agentwatch's run in this trace
-    resource: Mapping[str, str] | None = None  # of the first foreign span
-    service: str = ""
-    touched: float = 0.0
+_MAX_MIXED_RESOURCES: Final = 10_000
+_PROCESS_KEYS: Final = ("service.instance.id", "process.pid", "host.name")
 
 
 @dataclass(slots=True)
@@ -110,13 +76,6 @@ class Staged:
     _stamped: set[int] = field(default_factory=set)
 
 
-def _signal(text: str) -> str:
-    for needle, reason in _SIGNALS:
-        if needle in text:
-            return reason.value
-    return ""
-
-
 def _span_signal(values: tuple[object, ...], attributes: Mapping[str, str]) -> str:
     """The stop reason a span's error names, if it names one we know."""
     texts = [str(values[_MESSAGE]), attributes.get(semconv.ERROR_TYPE, "")]
@@ -126,26 +85,31 @@ def _span_signal(values: tuple[object, ...], attributes: Mapping[str, str]) -> s
             if name == "exception" and isinstance(event_attributes, Mapping):
                 texts.append(event_attributes.get("exception.type", ""))
                 texts.append(event_attributes.get("exception.message", ""))
-    found = [reason for reason in map(_signal, texts) if reason]
-    return max(found, key=lambda reason: _SIGNAL_ORDER[semconv.StopReason(reason)]) if found else ""
+    return strongest_signal([reason for reason in map(signal_of, texts) if reason])
+
+
+def _key(values: tuple[object, ...]) -> tuple[str, str]:
+    """A trace's key: the tenant (stamped at ingest) and the trace id."""
+    attributes: Mapping[str, str] = values[_ATTRIBUTES]  # type: ignore[assignment]
+    return attributes.get(semconv.TENANT_ID, ""), str(values[_TRACE])
+
+
+def _resource_identity(values: tuple[object, ...]) -> tuple[str, ...]:
+    """Which process wrote a span, as far as its resource says."""
+    resource: Mapping[str, str] = values[_RESOURCE]  # type: ignore[assignment]
+    return (*tuple(resource.get(key, "") for key in _PROCESS_KEYS), str(values[_SERVICE]))
+
+
+def _tokens(attributes: Mapping[str, str], key: str) -> int:
+    try:
+        return int(float(attributes.get(key) or 0))
+    except (ValueError, OverflowError):
+        return 0
 
 
 def _start_ns(timestamp: object) -> int:
     text = str(timestamp)  # "SSSSSSSSSS.NNNNNNNNN", as convert writes it
     return int(text.replace(".", "")) if text.replace(".", "").isdigit() else 0
-
-
-def _track(attributes: Mapping[str, str], resource: Mapping[str, str]) -> str:
-    """``agentwatch.track`` of the span or resource, else a deployment environment that names a track."""
-    for source in (attributes, resource):
-        track = source.get(semconv.TRACK, "")
-        if track:
-            return track
-    for key in _ENVIRONMENTS:
-        environment = resource.get(key, "")
-        if environment in _TRACKS:
-            return environment
-    return semconv.Track.STABLE.value
 
 
 class RunAssembler:
@@ -164,8 +128,9 @@ class RunAssembler:
         self._idle = idle_seconds
         self._max_traces = max_traces
         self._clock = clock
-        self._traces: OrderedDict[tuple[str, str], _Trace] = OrderedDict()
+        self._traces: OrderedDict[tuple[str, str], OpenTrace] = OrderedDict()
         self._closed: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._mixed: OrderedDict[tuple[str, ...], None] = OrderedDict()  # resources writing foreign GenAI spans
 
     @property
     def open_traces(self) -> int:
@@ -174,30 +139,62 @@ class RunAssembler:
     # -- one request --------------------------------------------------------------------------
 
     def stage(self, converted: Converted) -> Staged:
-        """Register the request's spans; read the runs whose roots it holds (stamping their rows)."""
+        """Register the request's spans; read the runs whose roots it holds (stamping their rows).
+
+        agentwatch's own spans are registered only when their process also writes another
+        dialect's GenAI spans (a ``mixed`` resource): elsewhere nothing needs them, and they are
+        most of the traffic, so they cost one string comparison each.
+        """
         staged = Staged()
-        now = self._clock()
         rows = converted.values
+        facts: list[SpanFacts | None] = [None] * len(rows)
         relevant: set[tuple[str, str]] = set()
-        facts: list[SpanFacts | None] = []
+        own_rows: list[int] = []
+        mixed_here: set[int] = set()  # id() of this request's resources that wrote foreign GenAI spans
         for index, values in enumerate(rows):
+            scope = values[_SCOPE]
+            if scope == semconv.INSTRUMENTATION_SCOPE:
+                own_rows.append(index)
+                continue
             attributes: dict[str, str] = values[_ATTRIBUTES]  # type: ignore[assignment]
-            key = (attributes.get(semconv.TENANT_ID, ""), str(values[_TRACE]))
-            fact = read_span(attributes, values[_RESOURCE], str(values[_SCOPE]), str(values[_NAME]))  # type: ignore[arg-type]
-            facts.append(fact)
-            if fact is not None or semconv.RUN_ID in attributes or key in self._traces:
-                relevant.add(key)
-            if fact is not None and semconv.RUN_ID in attributes:
+            fact = read_span(attributes, values[_RESOURCE], str(scope), str(values[_NAME]))  # type: ignore[arg-type]
+            if fact is None:
+                if semconv.RUN_ID in attributes and is_own(attributes, str(scope)):
+                    own_rows.append(index)
+                elif self._traces and (key := _key(values)) in self._traces:
+                    relevant.add(key)  # a plain span of an open trace: its place in the tree
+                continue
+            facts[index] = fact
+            relevant.add(_key(values))
+            if id(values[_RESOURCE]) not in mixed_here:
+                mixed_here.add(id(values[_RESOURCE]))
+                self._remember_mixed(values)
+            if semconv.RUN_ID in attributes:
                 # a foreign span inside agentwatch's run: marked, so that the metrics of the rows'
                 # own spans skip it, and counted here if agentwatch did not record the same call
                 self._stamp(converted, index, {DIALECT: fact.dialect.value}, staged)
-        if not relevant:
-            self._encode(converted, staged)
-            return staged
+        known: dict[int, bool] = {}
+        for index in own_rows:
+            values = rows[index]
+            mixed = known.get(id(values[_RESOURCE]))
+            if mixed is None:
+                mixed = id(values[_RESOURCE]) in mixed_here or _resource_identity(values) in self._mixed
+                known[id(values[_RESOURCE])] = mixed
+            if mixed:
+                relevant.add(_key(values))
+        if relevant:
+            self._read(converted, facts, relevant, staged)
+        self._encode(converted, staged)
+        return staged
+
+    def _read(
+        self, converted: Converted, facts: list[SpanFacts | None], relevant: set[tuple[str, str]], staged: Staged
+    ) -> None:
+        """Register the spans of the relevant traces, then read the traces whose roots came."""
+        now = self._clock()
         roots: list[tuple[int, tuple[str, str]]] = []
-        for index, values in enumerate(rows):
-            attributes = values[_ATTRIBUTES]  # type: ignore[assignment]
-            key = (attributes.get(semconv.TENANT_ID, ""), str(values[_TRACE]))
+        for index, values in enumerate(converted.values):
+            key = _key(values)
             if key not in relevant or key in self._closed:
                 continue
             trace = self._open(key, staged)
@@ -207,8 +204,15 @@ class RunAssembler:
                 roots.append((index, key))
         for index, key in roots:
             self._close(key, converted, index, staged)
-        self._encode(converted, staged)
-        return staged
+
+    def _remember_mixed(self, values: tuple[object, ...]) -> None:
+        identity = _resource_identity(values)
+        if identity in self._mixed:
+            self._mixed.move_to_end(identity)
+            return
+        self._mixed[identity] = None
+        if len(self._mixed) > _MAX_MIXED_RESOURCES:
+            self._mixed.popitem(last=False)
 
     def rollback(self, staged: Staged) -> None:
         """Undo ``stage`` (the request was not stored, and its client will send it again)."""
@@ -226,21 +230,21 @@ class RunAssembler:
                 break
             del self._traces[key]
             if trace.foreign:
-                observations.extend(self._calls(key, trace, run_id=key[1], labels=None)[0])
+                observations.extend(counted_calls(key, trace, run_id=key[1], labels=None)[0])
         return observations
 
     # -- state ----------------------------------------------------------------------------------
 
-    def _open(self, key: tuple[str, str], staged: Staged) -> _Trace:
+    def _open(self, key: tuple[str, str], staged: Staged) -> OpenTrace:
         trace = self._traces.get(key)
         if trace is None:
-            trace = self._traces[key] = _Trace()
+            trace = self._traces[key] = OpenTrace()
             staged._undo.append(lambda: self._traces.pop(key, None))
         else:
             self._traces.move_to_end(key)
         return trace
 
-    def _register(self, trace: _Trace, values: tuple[object, ...], fact: SpanFacts | None, staged: Staged) -> None:
+    def _register(self, trace: OpenTrace, values: tuple[object, ...], fact: SpanFacts | None, staged: Staged) -> None:
         attributes: dict[str, str] = values[_ATTRIBUTES]  # type: ignore[assignment]
         span_id = str(values[_SPAN])
         if span_id in trace.spans:
@@ -248,7 +252,7 @@ class RunAssembler:
         own = fact is None and is_own(attributes, str(values[_SCOPE]))
         role = fact.role if fact is not None else (own_role(attributes) if own else Role.OTHER)
         error = values[_STATUS] == "Error"
-        trace.spans[span_id] = _Span(
+        trace.spans[span_id] = TraceSpan(
             span_id=span_id,
             parent=str(values[_PARENT]),
             role=role,
@@ -258,6 +262,12 @@ class RunAssembler:
             duration_ns=int(values[_DURATION]),  # type: ignore[call-overload]
             error=error,
             signal=_span_signal(values, attributes) if error or values[_EVENTS] else "",
+            usage=(
+                _tokens(attributes, semconv.GEN_AI_USAGE_INPUT_TOKENS),
+                _tokens(attributes, semconv.GEN_AI_USAGE_OUTPUT_TOKENS),
+            )
+            if own and role is Role.LLM
+            else (0, 0),
         )
         staged._undo.append(lambda: trace.spans.pop(span_id, None))
         if own or (fact is not None and semconv.RUN_ID in attributes):
@@ -288,7 +298,7 @@ class RunAssembler:
             return  # agentwatch's own trace: its spans say everything
         if trace.own:
             labels = trace.own_labels or ("", "")
-            staged.observations.extend(self._calls(key, trace, run_id=key[1], labels=labels)[0])
+            staged.observations.extend(counted_calls(key, trace, run_id=key[1], labels=labels)[0])
             return
         root_id = str(converted.values[index][_SPAN])
         root = trace.spans[root_id]
@@ -296,179 +306,18 @@ class RunAssembler:
             root.role is Role.OTHER and any(s.role in (Role.AGENT, Role.LLM) for s in trace.spans.values() if not s.own)
         )
         if not is_run:
-            staged.observations.extend(self._calls(key, trace, run_id=key[1], labels=None)[0])
+            staged.observations.extend(counted_calls(key, trace, run_id=key[1], labels=None)[0])
             return
-        labels = self._run_labels(trace, converted.values[index])
-        calls, llm, tools = self._calls(key, trace, run_id=key[1], labels=labels)
-        staged.observations.extend(calls)
-        stamps = self._run_stamps(key, trace, root_id, labels, calls=(llm, tools))
+        labels = run_labels(trace, converted.values[index][_ATTRIBUTES], converted.values[index][_RESOURCE])  # type: ignore[arg-type]
+        observations, llm, tools = counted_calls(key, trace, run_id=key[1], labels=labels)
+        staged.observations.extend(observations)
+        stamps = run_stamps(self._prices, key, trace, root_id, labels, calls=(llm, tools))
         self._stamp(converted, index, stamps, staged)
         observed = dict(converted.values[index][_ATTRIBUTES])  # type: ignore[call-overload]
         observed[semconv.GEN_AI_OPERATION_NAME] = semconv.OP_INVOKE_AGENT
         observed.pop(DIALECT, None)
         staged.observations.append((observed, root.duration_ns))
         staged.runs += 1
-
-    def _ancestors(self, trace: _Trace, span_id: str) -> list[_Span]:
-        found: list[_Span] = []
-        seen = {span_id}
-        parent = trace.spans[span_id].parent
-        while parent and parent not in seen and (span := trace.spans.get(parent)) is not None:
-            found.append(span)
-            seen.add(parent)
-            parent = span.parent
-        return found
-
-    def _counted(self, trace: _Trace, role: Role) -> list[_Span]:
-        """The foreign spans of ``role`` that count: one per nest, none where agentwatch's own span is."""
-        covered: set[int] = set()
-        for span_id, span in trace.spans.items():
-            if span.own and span.role is role:
-                covered.update(id(ancestor) for ancestor in self._ancestors(trace, span_id))
-        counted = []
-        for span_id, span in trace.spans.items():
-            if span.own or span.role is not role or id(span) in covered:
-                continue
-            if any(ancestor.role is role for ancestor in self._ancestors(trace, span_id)):
-                continue
-            counted.append(span)
-        return counted
-
-    def _calls(
-        self, key: tuple[str, str], trace: _Trace, *, run_id: str, labels: tuple[str, str] | None
-    ) -> tuple[list[Observation], list[_Span], list[_Span]]:
-        """Observations of a trace's counted LLM and tool calls, and those calls."""
-        agent, track = labels or (trace.service, _track({}, trace.resource or {}))
-        base = {semconv.RUN_ID: run_id, semconv.GEN_AI_AGENT_NAME: agent, semconv.TRACK: track}
-        if key[0]:
-            base[semconv.TENANT_ID] = key[0]
-        observations: list[Observation] = []
-        llm = self._counted(trace, Role.LLM)
-        for span in llm:
-            facts = span.facts
-            assert facts is not None
-            observations.append(
-                (
-                    {
-                        **base,
-                        semconv.GEN_AI_OPERATION_NAME: semconv.OP_CHAT,
-                        semconv.GEN_AI_RESPONSE_MODEL: facts.model,
-                        semconv.GEN_AI_USAGE_INPUT_TOKENS: str(facts.input_tokens),
-                        semconv.GEN_AI_USAGE_OUTPUT_TOKENS: str(facts.output_tokens),
-                    },
-                    span.duration_ns,
-                )
-            )
-        tools = [] if trace.own else self._counted(trace, Role.TOOL)
-        for span in tools:
-            assert span.facts is not None
-            observations.append(
-                (
-                    {
-                        **base,
-                        semconv.GEN_AI_OPERATION_NAME: semconv.OP_EXECUTE_TOOL,
-                        semconv.GEN_AI_TOOL_NAME: span.facts.tool,
-                        semconv.TOOL_DISPOSITION: semconv.ToolDisposition.UNGOVERNED.value,
-                        semconv.TOOL_OUTCOME: (
-                            semconv.ToolOutcome.ERROR if span.error else semconv.ToolOutcome.OK
-                        ).value,
-                    },
-                    span.duration_ns,
-                )
-            )
-        return observations, llm, tools
-
-    def _run_labels(self, trace: _Trace, root: Sequence[object]) -> tuple[str, str]:
-        """The run's agent (its outermost named agent span, else the service) and track."""
-        agents = [
-            (not span.facts.agent_named, len(self._ancestors(trace, span_id)), span.start_ns, span.facts.agent)
-            for span_id, span in trace.spans.items()
-            if span.facts is not None and span.role is Role.AGENT and span.facts.agent
-        ]
-        named = [entry for entry in agents if not entry[0]]
-        if named:
-            agent = min(named)[3]
-        elif agents:
-            # span names only (OpenInference): the workflow root is named after the workflow, its
-            # first agent span after the agent
-            children = [entry for entry in agents if entry[1] > 0]
-            agent = min(children or agents, key=lambda entry: (entry[2], entry[1]))[3]
-        else:
-            agent = trace.service or "unknown"
-        return agent, _track(root[_ATTRIBUTES], root[_RESOURCE])  # type: ignore[arg-type]
-
-    def _stop_reason(self, trace: _Trace, root_id: str) -> str:
-        signals = [span.signal for span in trace.spans.values() if span.signal and not span.own]
-        if signals:
-            return max(signals, key=lambda reason: _SIGNAL_ORDER[semconv.StopReason(reason)])
-        root = trace.spans[root_id]
-        if root.error or any(span.error for span in trace.spans.values() if span.role is Role.AGENT and not span.own):
-            return semconv.StopReason.ERROR.value
-        return semconv.StopReason.COMPLETED.value
-
-    def _run_stamps(
-        self, key: tuple[str, str], trace: _Trace, root_id: str, labels: tuple[str, str], *, calls: _Calls
-    ) -> dict[str, str]:
-        llm, tools = calls
-        root = trace.spans[root_id]
-        facts = [span.facts for span in trace.spans.values() if span.facts is not None]
-        cost = 0.0
-        unpriced = 0
-        for span in llm:
-            assert span.facts is not None
-            price = self._prices.cost(
-                span.facts.model,
-                input_tokens=span.facts.input_tokens,
-                output_tokens=span.facts.output_tokens,
-                cached_input_tokens=min(span.facts.cached_input_tokens, span.facts.input_tokens),
-            )
-            if price is None:
-                price = span.facts.native_cost_usd
-            if price is None:
-                unpriced += 1
-            else:
-                cost += price
-        resource = trace.resource or {}
-        root_facts = root.facts
-        stamps = {
-            DIALECT: (root_facts or facts[0]).dialect.value if (root_facts or facts) else "",
-            semconv.RUN_ID: key[1],
-            semconv.STOP_REASON: self._stop_reason(trace, root_id),
-            semconv.TRACK: labels[1],
-            semconv.RUNTIME: next((f.runtime for f in facts if f.runtime), "") or "other",
-            semconv.RUN_STEPS: str(len(llm)),
-            semconv.RUN_TOOL_CALLS: str(len(tools)),
-            semconv.RUN_LLM_CALLS: str(len(llm)),
-            semconv.RUN_COST_USD: repr(cost),
-            semconv.RUN_UNPRICED_LLM_CALLS: str(unpriced),
-        }
-        if tools:
-            stamps[RUN_TOOLS] = json.dumps(
-                [
-                    [
-                        s.span_id,
-                        s.parent,
-                        s.facts.tool,
-                        s.facts.tool_call_id,
-                        s.facts.tool_type,
-                        str(s.start_ns),
-                        s.duration_ns,
-                        int(s.error),
-                    ]
-                    for s in sorted(tools, key=lambda span: span.start_ns)[:_MAX_TOOLS_STAMPED]
-                    if s.facts is not None
-                ],
-                separators=(",", ":"),
-            )
-        added = {
-            semconv.GEN_AI_AGENT_NAME: labels[0],
-            semconv.GEN_AI_AGENT_VERSION: next((f.agent_version for f in facts if f.agent_version), "")
-            or resource.get(SERVICE_VERSION, ""),
-            semconv.GEN_AI_CONVERSATION_ID: next((f.conversation for f in facts if f.conversation), ""),
-            semconv.GEN_AI_USAGE_INPUT_TOKENS: str(sum(s.facts.input_tokens for s in llm if s.facts)),
-            semconv.GEN_AI_USAGE_OUTPUT_TOKENS: str(sum(s.facts.output_tokens for s in llm if s.facts)),
-        }
-        return {**{k: v for k, v in added.items() if v}, **stamps}
 
     def _stamp(self, converted: Converted, index: int, stamps: Mapping[str, str], staged: Staged) -> None:
         """Add ``stamps`` to a row's attributes (keeping any the span has); ``_encode`` rewrites its line."""
