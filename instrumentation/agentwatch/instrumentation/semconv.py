@@ -146,6 +146,10 @@ RUN_OUTPUT: Final = "agentwatch.run.output"
 # --- what the collector adds to the root span of a run it reads from another GenAI dialect ---------
 DIALECT: Final = "agentwatch.dialect"
 """Which dialect the run was read from (``otel_genai``, ``openinference``, ``openllmetry``, ``openlit``)."""
+RUN_INPUT_TOKENS: Final = "agentwatch.run.input_tokens"
+RUN_OUTPUT_TOKENS: Final = "agentwatch.run.output_tokens"
+"""The run's tokens, summed over its counted LLM calls (the root's own ``gen_ai.usage.*``, when it has
+any, may be one call's, as OpenLIT's workflow spans carry the last call's usage)."""
 RUN_TOOLS: Final = "agentwatch.run.tools"
 """The run's counted tool calls, JSON: ``[span id, parent id, tool, call id, type, start ns, duration ns, error]``."""
 

@@ -80,7 +80,8 @@ def test_an_openinference_trace_becomes_one_run_stamped_on_its_root(spans: Any) 
     assert root[semconv.TRACK] == "stable"
     assert root[semconv.RUNTIME] == "openai_agents"
     assert root[semconv.GEN_AI_CONVERSATION_ID] == "conv-1"
-    assert (root[semconv.GEN_AI_USAGE_INPUT_TOKENS], root[semconv.GEN_AI_USAGE_OUTPUT_TOKENS]) == ("33", "21")
+    assert (root[semconv.RUN_INPUT_TOKENS], root[semconv.RUN_OUTPUT_TOKENS]) == ("33", "21")
+    assert semconv.GEN_AI_USAGE_INPUT_TOKENS not in root  # added attributes are agentwatch.* ones
     assert (root[semconv.RUN_LLM_CALLS], root[semconv.RUN_STEPS], root[semconv.RUN_TOOL_CALLS]) == ("2", "2", "1")
     assert float(root[semconv.RUN_COST_USD]) > 0
     assert root[semconv.RUN_UNPRICED_LLM_CALLS] == "0"
@@ -170,7 +171,7 @@ def test_nested_llm_spans_of_two_instrumentations_count_once(spans: Any) -> None
     batch = converted(exporter.get_finished_spans())
     staged = RunAssembler().stage(batch)
     root = attributes_of(batch, "invoke_agent triage")
-    assert (root[semconv.RUN_LLM_CALLS], root[semconv.GEN_AI_USAGE_INPUT_TOKENS]) == ("1", "100")
+    assert (root[semconv.RUN_LLM_CALLS], root[semconv.RUN_INPUT_TOKENS]) == ("1", "100")
     assert [a[semconv.GEN_AI_USAGE_INPUT_TOKENS] for a in by_operation(staged.observations, "chat")] == ["100"]
 
 
@@ -377,10 +378,10 @@ def test_openllmetry_and_openlit_shapes(spans: Any) -> None:
     batch = converted(exporter.get_finished_spans())
     assert RunAssembler().stage(batch).runs == 2
     writer = attributes_of(batch, "invoke_agent writer")
-    assert (writer[semconv.DIALECT], writer[semconv.GEN_AI_USAGE_INPUT_TOKENS]) == ("openlit", "4")
+    assert (writer[semconv.DIALECT], writer[semconv.RUN_INPUT_TOKENS]) == ("openlit", "4")
     planner = attributes_of(batch, "planner.agent")
     assert (planner[semconv.DIALECT], planner[semconv.GEN_AI_AGENT_NAME]) == ("openllmetry", "planner")
-    assert (planner[semconv.GEN_AI_USAGE_INPUT_TOKENS], planner[semconv.RUN_TOOL_CALLS]) == ("8", "1")
+    assert (planner[semconv.RUN_INPUT_TOKENS], planner[semconv.RUN_TOOL_CALLS]) == ("8", "1")
     assert json.loads(planner[semconv.RUN_TOOLS])[0][2] == "search"
 
 

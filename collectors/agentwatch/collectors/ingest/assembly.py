@@ -308,7 +308,13 @@ class RunAssembler:
         if not is_run:
             staged.observations.extend(counted_calls(key, trace, run_id=key[1], labels=None)[0])
             return
-        labels = run_labels(trace, converted.values[index][_ATTRIBUTES], converted.values[index][_RESOURCE])  # type: ignore[arg-type]
+        root_values = converted.values[index]
+        labels = run_labels(
+            trace,
+            root_values[_ATTRIBUTES],  # type: ignore[arg-type]
+            root_values[_RESOURCE],  # type: ignore[arg-type]
+            str(root_values[_NAME]),
+        )
         observations, llm, tools = counted_calls(key, trace, run_id=key[1], labels=labels)
         staged.observations.extend(observations)
         stamps = run_stamps(self._prices, key, trace, root_id, labels, calls=(llm, tools))

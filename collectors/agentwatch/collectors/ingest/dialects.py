@@ -120,7 +120,12 @@ _RUNTIMES: Final = (
     ("openinference.instrumentation.langchain", "langgraph"),
     ("opentelemetry.instrumentation.openai_agents", "openai_agents"),
     ("opentelemetry.instrumentation.langchain", "langgraph"),
+    ("openlit.instrumentation.openai_agents", "openai_agents"),
+    ("openlit.instrumentation.langgraph", "langgraph"),
+    ("openlit.instrumentation.langchain", "langgraph"),
 )
+GUARDRAIL_TRIGGERED: Final = "gen_ai.guardrail.triggered"
+"""OpenLIT writes a guardrail as an ``invoke_agent`` span of the guardrail with this attribute."""
 
 
 def _first(attributes: Mapping[str, str], keys: tuple[str, ...]) -> str:
@@ -232,6 +237,8 @@ def read_span(attributes: Mapping[str, str], resource: Mapping[str, str], scope:
             role = Role.OTHER
         agent_attribute = attributes.get(semconv.GEN_AI_AGENT_NAME, "")
         tool = attributes.get(semconv.GEN_AI_TOOL_NAME, "")
+    if role is Role.AGENT and GUARDRAIL_TRIGGERED in attributes:
+        role, agent_attribute = Role.OTHER, ""  # a guardrail, not an agent
     agent = agent_attribute or (name if role is Role.AGENT else "")
     llm = role is Role.LLM
     return SpanFacts(
@@ -270,4 +277,15 @@ def own_role(attributes: Mapping[str, str]) -> Role:
     return Role.OTHER
 
 
-__all__ = ["DIALECT", "RUN_TOOLS", "Dialect", "Role", "SpanFacts", "dialect_of", "is_own", "own_role", "read_span"]
+__all__ = [
+    "DIALECT",
+    "GUARDRAIL_TRIGGERED",
+    "RUN_TOOLS",
+    "Dialect",
+    "Role",
+    "SpanFacts",
+    "dialect_of",
+    "is_own",
+    "own_role",
+    "read_span",
+]

@@ -21,6 +21,7 @@ from agentwatch.instrumentation import semconv
 from agentwatch.instrumentation.pricing import PriceTable
 
 _MAX_TOOLS_STAMPED: Final = 1000
+_WORKFLOW_NAME: Final = "gen_ai.workflow.name"
 _OUTCOMES: Final = {False: semconv.ToolOutcome.OK.value, True: semconv.ToolOutcome.ERROR.value}
 _ENVIRONMENTS: Final = ("deployment.environment.name", "deployment.environment")
 _TRACKS: Final = frozenset(track.value for track in semconv.Track)
@@ -192,9 +193,20 @@ def counted_calls(
 
 
 def run_labels(
-    trace: OpenTrace, root_attributes: Mapping[str, str], root_resource: Mapping[str, str]
+    trace: OpenTrace, root_attributes: Mapping[str, str], root_resource: Mapping[str, str], root_name: str = ""
 ) -> tuple[str, str]:
-    """The run's agent (its outermost named agent span, else the service) and track."""
+    """The run's agent (its outermost named agent span, else the service) and track.
+
+    On LangGraph, instrumentations name agent spans after graph nodes ("agent", "tools"); the agent
+    is the graph: the root's agent name, else its workflow name, else the root span's name (unless
+    that is LangGraph's default or a LangChain class name), else the service.
+    """
+    track = _track(root_attributes, root_resource)
+    if any(span.facts is not None and span.facts.runtime == "langgraph" for span in trace.spans.values()):
+        if root_name == "LangGraph" or root_name.startswith("Runnable"):
+            root_name = ""  # the default graph name or a LangChain class: it names no agent
+        graph = root_attributes.get(semconv.GEN_AI_AGENT_NAME) or root_attributes.get(_WORKFLOW_NAME) or root_name
+        return graph or trace.service or "unknown", track
     agents = [
         (not span.facts.agent_named, len(ancestors(trace, span_id)), span.start_ns, span.facts.agent)
         for span_id, span in trace.spans.items()
@@ -210,7 +222,7 @@ def run_labels(
         agent = min(children or agents, key=lambda entry: (entry[2], entry[1]))[3]
     else:
         agent = trace.service or "unknown"
-    return agent, _track(root_attributes, root_resource)
+    return agent, track
 
 
 def stop_reason(trace: OpenTrace, root_id: str) -> str:
@@ -241,6 +253,8 @@ def run_stamps(
         )
         if price is None:
             price = span.facts.native_cost_usd
+        if price is None and not span.facts.input_tokens and not span.facts.output_tokens:
+            price = 0.0  # a call that used no tokens (the model answered with an error) cost nothing
         if price is None:
             unpriced += 1
         else:
@@ -258,6 +272,8 @@ def run_stamps(
         semconv.RUN_LLM_CALLS: str(len(llm)),
         semconv.RUN_COST_USD: repr(cost),
         semconv.RUN_UNPRICED_LLM_CALLS: str(unpriced),
+        semconv.RUN_INPUT_TOKENS: str(sum(s.facts.input_tokens for s in llm if s.facts)),
+        semconv.RUN_OUTPUT_TOKENS: str(sum(s.facts.output_tokens for s in llm if s.facts)),
     }
     if tools:
         stamps[RUN_TOOLS] = json.dumps(
@@ -282,8 +298,6 @@ def run_stamps(
         semconv.GEN_AI_AGENT_VERSION: next((f.agent_version for f in facts if f.agent_version), "")
         or resource.get(SERVICE_VERSION, ""),
         semconv.GEN_AI_CONVERSATION_ID: next((f.conversation for f in facts if f.conversation), ""),
-        semconv.GEN_AI_USAGE_INPUT_TOKENS: str(sum(s.facts.input_tokens for s in llm if s.facts)),
-        semconv.GEN_AI_USAGE_OUTPUT_TOKENS: str(sum(s.facts.output_tokens for s in llm if s.facts)),
     }
     return {**{k: v for k, v in added.items() if v}, **stamps}
 

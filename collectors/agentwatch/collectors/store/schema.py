@@ -382,6 +382,15 @@ WHERE {_attr(semconv.DIALECT)} != '' AND {_attr(semconv.RUN_TOOLS)} != ''"""
 
 def _v5_foreign_runs(options: SchemaOptions) -> list[str]:
     runs_select, _, _ = _RUNS_SELECT.rpartition("\nWHERE ")
+    for own, foreign in (
+        (semconv.GEN_AI_USAGE_INPUT_TOKENS, semconv.RUN_INPUT_TOKENS),
+        (semconv.GEN_AI_USAGE_OUTPUT_TOKENS, semconv.RUN_OUTPUT_TOKENS),
+    ):
+        # a foreign run's totals are the collector's sums (its root's own usage may be one call's)
+        column = _num("toUInt64", own)
+        runs_select = runs_select.replace(
+            column, f"if({_attr(semconv.DIALECT)} != '', {_num('toUInt64', foreign)}, {column})"
+        )
     runs_where = (
         f"WHERE ({_attr(semconv.GEN_AI_OPERATION_NAME)} = {quote_literal(semconv.OP_INVOKE_AGENT)}"
         f" OR {_attr(semconv.DIALECT)} != '')\n    AND {_attr(semconv.RUN_ID)} != ''"
