@@ -52,7 +52,17 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 # the suite runs on every core (pytest-xdist); each worker has its own embedded ClickHouse
-pytest: $(STAMP) $(SYSDEPS)
+# OpenLIT pins openai<3 and OpenTelemetry 1.45.1, so it cannot share $(VENV) with the Agents SDK: its
+# dialect test (tests/collectors/ingest/test_dialects_openlit.py) runs it in an environment of its own,
+# installed exactly from a lock without the resolver (which cannot reconcile its pins on its own).
+OPENLIT_VENV := .venv-openlit
+$(OPENLIT_VENV)/.installed: tests/support/openlit-requirements.txt
+	@echo "installing OpenLIT's own test environment into $(OPENLIT_VENV)"
+	@$(PYTHON) -m venv $(OPENLIT_VENV)
+	$(OPENLIT_VENV)/bin/python -m pip install -q --no-deps -r tests/support/openlit-requirements.txt
+	@touch $@
+
+pytest: $(STAMP) $(SYSDEPS) $(OPENLIT_VENV)/.installed
 	$(BIN)/python -m pytest -q -n auto
 
 # the unit tests: no collector, store, process or Prometheus tool (those are marked integration)
@@ -75,4 +85,4 @@ generate: $(STAMP)
 	$(BIN)/agentwatch generate
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(OPENLIT_VENV) .mypy_cache .ruff_cache .pytest_cache
