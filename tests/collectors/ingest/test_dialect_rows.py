@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -17,9 +18,10 @@ from _otlp_clients import Collector, running_collector
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 
 from agentwatch.collectors import metric_names as m
+from agentwatch.collectors.drift.analyzer import DriftOptions, analyze
 from agentwatch.collectors.store.schema import RUNS_TABLE, TOOL_CALLS_TABLE
 from agentwatch.instrumentation import semconv
 
@@ -129,3 +131,23 @@ def test_dialects_off_leaves_foreign_spans_alone(clickhouse_url: str, tmp_path: 
         assert running.count("otel_traces") == 5
         assert running.count(RUNS_TABLE) == 0
         assert running.count(TOOL_CALLS_TABLE) == 0
+
+
+def test_canary_drift_reads_foreign_runs(collector: Collector) -> None:
+    """Runs of another dialect on two tracks (from the resource alone) are what the drift analyzer compares."""
+    for track, version, failing in (("stable", "1.0", 0), ("canary", "1.1", 40)):
+        provider = TracerProvider(
+            resource=Resource.create({"service.name": "bot", "service.version": version, "agentwatch.track": track})
+        )
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=collector.traces_url, timeout=10)))
+        tracer = provider.get_tracer("openinference.instrumentation.openai_agents")
+        for index in range(60):
+            openinference_run(tracer, error="Max turns (3) exceeded" if index < failing else None)
+        provider.shutdown()
+    collector.drain()
+    drift = analyze(collector.store, "Assistant", DriftOptions(since=datetime.now(UTC) - timedelta(hours=1)))
+    assert drift.reference_track == "stable"
+    assert drift.canary_version == "1.1"
+    assert drift.counts["canary"] == {"max_steps": 40, "completed": 20}
+    assert drift.counts["stable"] == {"completed": 60}
+    assert drift.verdict == "fail"
