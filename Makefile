@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 comma  := ,
-EXTRAS ?= dev,collector,embedded,dashboards,runtimes,dialects
+EXTRAS ?= dev,collector,embedded,dashboards,runtimes,dialects,mcp
 STAMP  := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 # `make demo` installs only what `agentwatch demo` imports: the collector, the embedded ClickHouse
 # (chDB) and the agent runtimes it runs the example on; no dev tools, no dashboards SDK.
@@ -76,8 +76,10 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/otlp_convert.py
 	$(BIN)/python benchmarks/collector_throughput.py
 	$(BIN)/python benchmarks/agents_overhead.py
+	$(BIN)/python benchmarks/mcp_proxy.py
 	$(BIN)/python benchmarks/dashboard_queries.py
 	$(BIN)/python benchmarks/drift_quality.py
+	$(BIN)/python benchmarks/control_plane.py
 
 # Regenerate the committed artifacts: dashboards, alert rules and runbook, then the Kubernetes manifests
 # embedding them (`agentwatch generate --check` and the tests fail when they differ from the code).

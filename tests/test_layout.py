@@ -20,7 +20,11 @@ ALLOWED = {
     "alerts": _NAMES_ONLY,
 }
 # The main CLI registers the generators' commands, lazily; the only modules of theirs it reaches.
-CLI_COMMAND_MODULES = ("agentwatch.dashboards.cli", "agentwatch.alerts.cli")
+CLI_COMMAND_MODULES = (
+    "agentwatch.dashboards.cli",
+    "agentwatch.alerts.cli",
+    "agentwatch.instrumentation.integrations.mcp.proxy",  # `agentwatch mcp-proxy` delegates to it
+)
 LEAF_MODULES = ("semconv", "redaction")
 
 
@@ -48,9 +52,10 @@ COLLECTOR_PACKAGES: dict[str, set[str]] = {
     "ingest": {"config", "store", "metrics"},
     "drift": {"config", "store", "read", "metrics"},
     "replay": {"store", "read", "_examples"},
-    "service": {"config", "ingest", "store", "read", "drift", "replay", "metrics"},
+    "control": {"config", "store", "read"},  # kill switch, approvals, audit: state in the store, HTTP routes
+    "service": {"config", "ingest", "store", "read", "drift", "replay", "metrics", "control"},
     "demo": {"service", "config", "store", "read", "drift", "replay", "metrics", "metric_names", "_examples"},
-    "cli": {"service", "config", "store", "read", "drift", "replay", "metrics", "demo", "_examples"},
+    "cli": {"service", "config", "store", "read", "drift", "replay", "metrics", "demo", "_examples", "control"},
 }
 # What each collector package may import from the other source roots, beyond ALLOWED["collectors"].
 COLLECTOR_EXTRA_ROOTS: dict[str, tuple[str, ...]] = {
@@ -60,6 +65,8 @@ COLLECTOR_EXTRA_ROOTS: dict[str, tuple[str, ...]] = {
     # the costs of runs read from other GenAI dialects: the same price list and file format as the SDK's
     "ingest": ("agentwatch.instrumentation.pricing",),
     "config": ("agentwatch.instrumentation.pricing", "agentwatch.instrumentation.errors"),
+    # the control plane speaks the kill switch's scope syntax (parse, build, split)
+    "control": ("agentwatch.instrumentation.killswitch",),
     # the main CLI registers the generators' commands (and hands the rules' writer to `generate`), lazily
     "cli": CLI_COMMAND_MODULES,
 }
@@ -178,12 +185,20 @@ EXPECTED_ALL = {
         "Approver", "Budget", "BudgetExceeded", "ConfigError", "CredentialsProvider", "EnvKillSwitch",
         "FileKillSwitch", "GuardrailTripped", "InstrumentationSettings", "KillSwitch", "KillSwitchEngaged",
         "KillSwitchSettings", "LLMCall", "LoggingSettings", "MemoryKillSwitch", "Policy", "PolicyDecision",
-        "RecordedCall", "Recording", "ReplayedToolError",
+        "RecordedCall", "Recording", "RemoteApprover", "RemoteKillSwitch", "RemoteTool", "ReplayedToolError",
         "RunAttributesSpanProcessor", "RunScope", "RunStopped", "StepScope", "StopReason", "ToolDenied",
         "ToolDisposition", "ToolGateway", "ToolOutcome", "ToolRisk", "Track", "UnknownTool", "Usage", "agent_run",
         "configure", "get_current_run", "instrument", "load_config", "reset_configuration", "uninstrument",
     },
     "agentwatch.instrumentation.integrations": set(),
+    "agentwatch.instrumentation.integrations.mcp": {
+        "DISABLED_ENV", "IDEMPOTENCY_META_KEY", "McpGovernance", "McpInstrumentor", "McpToolError", "OnDenied",
+        "SessionInfo", "calling_server", "govern_session", "governs_mcp_calls", "instrument", "qualified_name",
+        "server_label", "uninstrument",
+    },
+    "agentwatch.instrumentation.integrations.mcp.proxy": {
+        "RUNTIME", "Listen", "McpProxy", "ProxySettings", "Upstream", "main", "proxy_settings",
+    },
     "agentwatch.instrumentation.integrations.langgraph": {
         "GOVERNED_METADATA_KEY", "LANGGRAPH_NODES", "LANGGRAPH_RECURSION_LIMIT", "LANGGRAPH_STEP", "METADATA_AGENT",
         "METADATA_CONVERSATION_ID", "METADATA_TENANT_ID", "METADATA_TRACK", "METADATA_VERSION", "RUNTIME",
@@ -205,6 +220,7 @@ EXPECTED_ALL = {
     },
     "agentwatch.collectors.cli": set(),
     "agentwatch.collectors.config": set(),
+    "agentwatch.collectors.control": set(),
     "agentwatch.collectors.demo": set(),
     "agentwatch.collectors.ingest": set(),
     "agentwatch.collectors.metrics": {

@@ -373,5 +373,7 @@ def test_a_wave_of_tool_denials_pages_tool_denial_spike(stack: Stack) -> None:
     assert "prompt injection" in alert["annotations"]["summary"]
     # injected runs still complete: no stop-reason page, only the denial spike
     research_pages = {labels["alertname"] for labels in stack.paged_alerts() if labels.get("agent") == "research"}
-    assert research_pages == {"AgentToolDenialSpike"}
+    # on the way up the denied share passes the minority band, where AgentToolDenialSurge may page first
+    assert "AgentToolDenialSpike" in research_pages
+    assert research_pages <= {"AgentToolDenialSpike", "AgentToolDenialSurge"}
     assert not [labels for labels in stack.paged_alerts() if labels.get("agent") == "support"]

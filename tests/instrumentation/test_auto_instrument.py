@@ -48,7 +48,7 @@ PROGRAM = textwrap.dedent(
 
 
 def test_every_runtime_names_its_package_and_adapter() -> None:
-    assert set(RUNTIMES) == {"openai-agents", "langgraph"}
+    assert set(RUNTIMES) == {"openai-agents", "langgraph", "mcp"}
     assert set(available_runtimes()) <= set(RUNTIMES)
 
 
@@ -193,19 +193,23 @@ def test_launcher_instruments_an_unmodified_langgraph_program(clickhouse_url: st
 def test_instrument_wraps_every_installed_runtime_and_uninstrument_restores_them() -> None:
     import agents
     from langchain_core.tracers import context as tracer_context
+    from mcp import ClientSession
 
     runner_before = dict(agents.Runner.__dict__)
     hooks_before = list(tracer_context._configure_hooks)
+    call_tool_before = ClientSession.__dict__["call_tool"]
     try:
-        assert instrument() == ["openai-agents", "langgraph"]
-        assert instrument() == ["openai-agents", "langgraph"]  # idempotent
+        assert instrument() == ["openai-agents", "langgraph", "mcp"]
+        assert instrument() == ["openai-agents", "langgraph", "mcp"]  # idempotent
+        assert ClientSession.__dict__["call_tool"] is not call_tool_before
         assert agents.Runner.__dict__["run_sync"] is not runner_before["run_sync"]
         assert len(tracer_context._configure_hooks) == len(hooks_before) + 1
         uninstrument(runtimes=["langgraph"])
-        assert instrumented_runtimes() == ["openai-agents"]
+        assert instrumented_runtimes() == ["openai-agents", "mcp"]
         assert tracer_context._configure_hooks == hooks_before
     finally:
         uninstrument()
     assert instrumented_runtimes() == []
     assert dict(agents.Runner.__dict__) == runner_before
     assert tracer_context._configure_hooks == hooks_before
+    assert ClientSession.__dict__["call_tool"] is call_tool_before

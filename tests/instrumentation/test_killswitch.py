@@ -199,8 +199,16 @@ def test_public_api() -> None:
             "KillSwitchState",
             "KillSwitchUnavailable",
             "MemoryKillSwitch",
+            "parse_scope",
+            "scope_for",
+            "scope_parts",
         ]
     )
+    assert killswitch.scope_for() == "*"
+    assert killswitch.scope_for("support", "acme") == "agent:support/tenant:acme"
+    assert killswitch.scope_parts("agent:support/tenant:acme") == ("support", "acme")
+    assert killswitch.scope_parts("tenant:acme") == (None, "acme")
+    assert killswitch.parse_scope(" agent:a ") == "agent:a"
     error = KillSwitchUnavailable("file:/x", "it is a directory")
     assert isinstance(error, AgentWatchError)
     assert "file:/x" in str(error)

@@ -230,6 +230,58 @@ def _tool_denial_spike(options: RuleOptions, clock: Clock) -> Alert:
     )
 
 
+def _tool_denial_surge(options: RuleOptions, clock: Clock) -> Alert:
+    """A many-fold rise in denials that stays a minority of the calls (what the spike's share floor misses)."""
+    window, baseline = clock.window(SPIKE_WINDOW), clock.window(BASELINE_WINDOW)
+    now, before = denied_name(SPIKE_WINDOW), denied_name(BASELINE_WINDOW)
+    expr = (
+        f"(\n"
+        f"    {now}\n"
+        f"  > {num(options.denial_surge_factor)} * clamp_min({before} offset {window}, "
+        f"{num(options.denial_surge_floor)})\n"
+        f"  unless\n"
+        f"    {now} > {num(options.denial_min_share)}\n"
+        f")\n"
+        f"and on ({_AGENT})\n"
+        f"  {now} * {TOOL_CALLS_VOLUME} >= {num(options.denial_surge_min_denied)}"
+    )
+    factor, floor = num(options.denial_surge_factor), percent(options.denial_surge_floor)
+    return Alert(
+        name="AgentToolDenialSurge",
+        expr=expr,
+        hold_seconds=5 * MINUTE,
+        severity=PAGE,
+        component=COMPONENT_AGENT,
+        summary="Agent {{ $labels.agent }}: tool denials rose many-fold (possible prompt-injection wave)",
+        description=(
+            f"{{{{ $value | humanizePercentage }}}} of the tool calls of agent {{{{ $labels.agent }}}} over the "
+            f"last {window} were denied: over {factor}x the denied share of the {baseline} before, with at least "
+            f"{num(options.denial_surge_min_denied)} denied calls. Still a minority of the calls, but a wave."
+        ),
+        runbook=Runbook(
+            meaning=(
+                f"The agent's denied share over the last {window} is more than {factor} times its share over the "
+                f"{baseline} before (a share under {floor} counts as {floor}), with at least "
+                f"{num(options.denial_surge_min_denied)} denied calls in the window, while denials are still under "
+                f"{percent(options.denial_min_share)} of its calls (above that AgentToolDenialSpike pages instead). "
+                f"An injection that reaches a few percent of the documents an agent reads shows up this way: most "
+                f"runs are fine, a steady stream of them ask for tools nobody allowed."
+            ),
+            checks=(
+                "Which tools are denied, for which tenants? `agentwatch audit --kind policy --agent <agent> "
+                "--since 1h` lists every denied call with its rule, run and tenant.",
+                "Trace a few (`agentwatch trace RUN_ID`): did text from outside (a ticket, a web page) ask for the "
+                "tool?",
+                "If so, stop the agent everywhere or for the affected tenant: `agentwatch kill --agent <agent> "
+                '[--tenant T] --reason ...` (or label the rule `agentwatch_kill="true"` to let Alertmanager do '
+                "it), then find and remove the poisoned content before `agentwatch unkill`.",
+            ),
+            dashboard="agentwatch-tools",
+            silence=SILENCE_AGENT,
+        ),
+    )
+
+
 def _cost_burn(options: RuleOptions, clock: Clock) -> Alert:
     window, baseline = clock.window(SPIKE_WINDOW), clock.window(BASELINE_WINDOW)
     history = clock.window(_COST_MIN_HISTORY)
@@ -380,6 +432,7 @@ def agent_alerts(options: RuleOptions, clock: Clock) -> tuple[Alert, ...]:
         *_budget_alerts(options, clock),
         _stop_reason_spike(options, clock),
         _tool_denial_spike(options, clock),
+        _tool_denial_surge(options, clock),
         _cost_burn(options, clock),
         _kill_switch(clock),
         _runs_vanished(options, clock),

@@ -68,6 +68,12 @@ class RuleOptions:
     """... and above this multiple of the denied share over the day before."""
     denial_min_calls: float = 20
     """Tool calls an agent needs in the 30-minute window before its denied share can spike."""
+    denial_surge_factor: float = 10.0
+    """AgentToolDenialSurge: the denied share (30 min) rose above this multiple of the day before ..."""
+    denial_surge_floor: float = 0.002
+    """... where a day-before share under this counts as this (a rise from nothing needs a real share) ..."""
+    denial_surge_min_denied: float = 10
+    """... with at least this many denied calls in the window, while denials stay under denial_min_share."""
 
     cost_usd_per_hour: float = 10.0
     """Hard ceiling: an agent spending more than this (30 min average) pages."""

@@ -3,7 +3,8 @@
 Per tool from ``agent_tool_calls``: calls, the gateway's decisions (denied, approved, rejected,
 deduplicated, killed), errors and latency (``DurationSeconds``; calls that never ran are left out of
 latency), the most denied tools with their policy rules, and the latest blocked calls with a link to
-the run's trace.
+the run's trace; the control plane's audit trail (``agent_audit``: kill-switch changes, approval
+requests and decisions with who made them, policy denials).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from agentwatch.dashboards.common import (
     clickhouse_series,
     clickhouse_table,
     graph,
+    in_variable,
     legend_table,
     new_dashboard,
     row,
@@ -42,6 +44,10 @@ _D: Final = semconv.ToolDisposition
 BLOCKED_DISPOSITIONS: Final = (_D.DENIED.value, _D.REJECTED.value, _D.KILLED.value)
 """Decisions that kept a tool call from running (besides deduplication, which returns a prior result)."""
 _NEVER_RAN: Final = semconv.ToolOutcome.BLOCKED.value
+AUDIT_TABLE: Final = "agent_audit"
+_AUDIT_FILTERS: Final = " AND ".join(
+    ("$__timeFilter(Timestamp)", in_variable("TenantId", "tenant"), in_variable("AgentName", "agent"))
+)
 
 
 def _disposition_counts() -> str:
@@ -210,8 +216,28 @@ def build() -> Dashboard:
                 height=9,
             ).data_links([trace_link])
         )
+        .with_row(row("Control plane"))
+        .with_panel(
+            table(
+                "Audit trail",
+                "Kill-switch changes, approval requests and decisions (with who made them) and policy denials, "
+                "newest first: what `agentwatch audit` prints. Global and agent-wide kill switches have no tenant; "
+                "the trail has no track.",
+                clickhouse_table(
+                    f"""
+                    SELECT Timestamp AS time, Kind AS kind, TenantId AS tenant, AgentName AS agent, Actor AS actor,
+                        Scope AS scope, Tool AS tool, Reason AS reason, SubjectId AS subject, RunId AS run_id
+                    FROM {AUDIT_TABLE}
+                    WHERE {_AUDIT_FILTERS}
+                    ORDER BY Timestamp DESC LIMIT 200
+                    """
+                ),
+                width=24,
+                height=9,
+            )
+        )
         .build()
     )
 
 
-__all__ = ["BLOCKED_DISPOSITIONS", "SLUG", "TITLE", "UID", "build"]
+__all__ = ["AUDIT_TABLE", "BLOCKED_DISPOSITIONS", "SLUG", "TITLE", "UID", "build"]

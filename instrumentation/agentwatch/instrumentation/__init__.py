@@ -26,6 +26,8 @@ from agentwatch.instrumentation._gateway import CredentialsProvider, ToolGateway
 from agentwatch.instrumentation._llm import LLMCall
 from agentwatch.instrumentation._policy import Policy, PolicyDecision
 from agentwatch.instrumentation._processor import RunAttributesSpanProcessor
+from agentwatch.instrumentation._remote import RemoteTool
+from agentwatch.instrumentation._remote_control import RemoteApprover, RemoteKillSwitch
 from agentwatch.instrumentation._replay import RecordedCall, Recording, ReplayedToolError
 from agentwatch.instrumentation._run import AgentRun, RunScope, agent_run, get_current_run
 from agentwatch.instrumentation._runapi import Usage
@@ -72,6 +74,9 @@ __all__ = [
     "PolicyDecision",
     "RecordedCall",
     "Recording",
+    "RemoteApprover",
+    "RemoteKillSwitch",
+    "RemoteTool",
     "ReplayedToolError",
     "RunAttributesSpanProcessor",
     "RunScope",

@@ -30,6 +30,8 @@ class _Adapter(Protocol):
 RUNTIMES: Final[dict[str, tuple[str, str]]] = {
     "openai-agents": ("agents", "agentwatch.instrumentation.integrations.openai_agents"),
     "langgraph": ("langgraph", "agentwatch.instrumentation.integrations.langgraph"),
+    # not a runtime but the MCP client every runtime uses: its tool calls go through the gateway
+    "mcp": ("mcp", "agentwatch.instrumentation.integrations.mcp"),
 }
 
 _lock: Final = threading.Lock()

@@ -29,7 +29,7 @@ from agentwatch.instrumentation.redaction import DEFAULT_MAX_LENGTH
 
 TOOL_GATEWAY_MODES: Final = ("owned",)
 RUNTIMES: Final = ("managed", "custom", "managed_or_custom")
-_SECTIONS: Final = ("architecture", "budgets", "approvals", "tools", "logging", "kill_switch", "pricing")
+_SECTIONS: Final = ("architecture", "budgets", "approvals", "tools", "logging", "kill_switch", "pricing", "mcp")
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +72,8 @@ class AgentWatchConfig:
     kill_switch: KillSwitchSettings = field(default_factory=KillSwitchSettings)
     pricing: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     source: str | None = None
+    mcp: Mapping[str, Any] = field(default_factory=dict)
+    """The ``mcp`` section as written (``agentwatch mcp-proxy`` validates it: upstreams, listener, tokens)."""
 
     def gateway(
         self,
@@ -271,4 +273,5 @@ def load_config(path_or_mapping: str | os.PathLike[str] | Mapping[str, Any]) -> 
         kill_switch=kill_switch,
         pricing=prices,
         source=source,
+        mcp=dict(root.section("mcp").data),
     )

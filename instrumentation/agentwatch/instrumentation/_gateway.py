@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, TypeAlias, runt
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import Span, Status, StatusCode
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from agentwatch.instrumentation import semconv
 from agentwatch.instrumentation._approval import (
@@ -37,6 +37,7 @@ from agentwatch.instrumentation._guard import end_span, error_description, start
 from agentwatch.instrumentation._idempotency import IdempotencyLedger
 from agentwatch.instrumentation._installed import current_settings, tracer_for
 from agentwatch.instrumentation._policy import Policy, PolicyDecision
+from agentwatch.instrumentation._remote import RemoteTool
 from agentwatch.instrumentation._replay import REPLAY_UNRECORDED_RULE, Recording, ReplayedToolError
 from agentwatch.instrumentation._runapi import GovernedRun
 from agentwatch.instrumentation._settings import InstrumentationSettings
@@ -88,6 +89,20 @@ def _inspect_tool(name: str, function: ToolFunction) -> _ToolSpec:
     )
 
 
+def _inspect_remote(name: str, function: ToolFunction) -> _ToolSpec:
+    """``_inspect_tool`` for a per-call function (a closure): its code object says it, without ``inspect.signature``."""
+    code = getattr(function, "__code__", None)
+    if code is None:
+        return _inspect_tool(name, function)
+    names = code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]
+    return _ToolSpec(
+        function=function,
+        is_async=inspect.iscoroutinefunction(function),
+        takes_credentials="credentials" in names,
+        takes_approval_token="approval_token" in names,
+    )
+
+
 @dataclass(slots=True)
 class _Call:
     """State of one call between the decision phase and the execution phase."""
@@ -101,6 +116,7 @@ class _Call:
     decision: PolicyDecision
     idempotency_key: str | None
     call_id: str | None
+    remote: _ToolSpec | None = None  # a RemoteTool's function: runs instead of a registered implementation
     secret_values: tuple[str, ...] = ()
     owned: concurrent.futures.Future[Any] | None = None  # resolved for later calls with the same key
 
@@ -171,9 +187,13 @@ class ToolGateway:
         run: GovernedRun | None = None,
         call_id: str | None = None,
         idempotency_key: str | None = None,
+        remote: RemoteTool | None = None,
     ) -> Any:
-        """Call ``tool`` with ``args`` through the gateway (sync tools only)."""
-        call = self._begin(tool, args, run=run, call_id=call_id, idempotency_key=idempotency_key)
+        """Call ``tool`` with ``args`` through the gateway (sync tools only).
+
+        ``remote``: the tool is served elsewhere (an MCP server); see ``RemoteTool``.
+        """
+        call = self._begin(tool, args, run=run, call_id=call_id, idempotency_key=idempotency_key, remote=remote)
         try:
             self._screen(call)
             if self.replay is not None:
@@ -184,7 +204,7 @@ class ToolGateway:
             try:
                 approval = self._approvals.decide(self._approval_request(call)) if self._needs_approval(call) else None
                 function, kwargs = self._prepare(call, approval)
-                if self._tools[tool].is_async:
+                if self._spec(call).is_async:
                     raise TypeError(f"tool {tool!r} is async: use acall()/AgentRun.acall_tool()")
                 result = self._execute(call, function, kwargs, approval)
             except BaseException as exc:
@@ -202,12 +222,13 @@ class ToolGateway:
         run: GovernedRun | None = None,
         call_id: str | None = None,
         idempotency_key: str | None = None,
+        remote: RemoteTool | None = None,
     ) -> Any:
         """Call ``tool`` from async code: async tools are awaited, sync ones run in a worker thread.
 
         Either way the call is bounded by the run's time budget.
         """
-        call = self._begin(tool, args, run=run, call_id=call_id, idempotency_key=idempotency_key)
+        call = self._begin(tool, args, run=run, call_id=call_id, idempotency_key=idempotency_key, remote=remote)
         try:
             self._screen(call)
             if self.replay is not None:
@@ -222,7 +243,7 @@ class ToolGateway:
                 # A sync tool runs in a worker thread (the context, so the run and its span,
                 # goes with it), as the runtimes themselves run sync tools: a slow one must not
                 # stall the event loop, and parallel tool calls keep running in parallel.
-                awaitable = function(**kwargs) if self._tools[tool].is_async else asyncio.to_thread(function, **kwargs)
+                awaitable = function(**kwargs) if self._spec(call).is_async else asyncio.to_thread(function, **kwargs)
                 result = await self._aexecute(call, awaitable, approval)
             except BaseException as exc:
                 self._abandon(call, exc)
@@ -241,6 +262,7 @@ class ToolGateway:
         run: GovernedRun | None,
         call_id: str | None,
         idempotency_key: str | None,
+        remote: RemoteTool | None = None,
     ) -> _Call:
         if not isinstance(tool, str) or not tool:
             raise TypeError(f"tool name must be a non-empty string, got {tool!r}")
@@ -269,7 +291,12 @@ class ToolGateway:
             attributes[semconv.GEN_AI_TOOL_CALL_ID] = call_id
         if idempotency_key:
             attributes[semconv.TOOL_IDEMPOTENCY_KEY] = idempotency_key
-        span = start_span(tracer, semconv.tool_span_name(tool), attributes, strict=settings.strict)
+        name, kind = semconv.tool_span_name(tool), SpanKind.INTERNAL
+        if remote is not None:
+            attributes.update(remote.attributes)
+            name, kind = remote.span_name or name, remote.kind
+        links = remote.links if remote is not None else None
+        span = start_span(tracer, name, attributes, strict=settings.strict, kind=kind, links=links)
         token = otel_context.attach(trace.set_span_in_context(span))
         return _Call(
             tool=tool,
@@ -281,6 +308,7 @@ class ToolGateway:
             decision=decision,
             idempotency_key=idempotency_key,
             call_id=call_id,
+            remote=_inspect_remote(tool, remote.function) if remote is not None else None,
         )
 
     def _screen(self, call: _Call) -> None:
@@ -313,7 +341,7 @@ class ToolGateway:
             )
             self._block(call, ToolDisposition.DENIED, call.decision.rule)
             raise ToolDenied(call.tool, call.decision.rule)
-        if call.tool not in self._tools:
+        if call.remote is None and call.tool not in self._tools:
             call.span.add_event(
                 semconv.EVENT_POLICY_DENIED,
                 {semconv.EVENT_ATTR_TOOL: call.tool, semconv.EVENT_ATTR_RULE: "unknown_tool"},
@@ -345,6 +373,9 @@ class ToolGateway:
         self._idempotency_store(call).forget(call.tool, call.idempotency_key)
         call.owned.set_exception(exc)
 
+    def _spec(self, call: _Call) -> _ToolSpec:
+        return call.remote if call.remote is not None else self._tools[call.tool]
+
     def _needs_approval(self, call: _Call) -> bool:
         return call.decision.verdict == "approval"
 
@@ -373,7 +404,7 @@ class ToolGateway:
                 self._block(call, ToolDisposition.REJECTED, call.decision.rule)
                 raise ApprovalRejected(call.tool, approval.reason or "rejected by approver")
             call.span.add_event(semconv.EVENT_APPROVAL_GRANTED, event_attributes)
-        spec = self._tools[call.tool]
+        spec = self._spec(call)
         if not spec.takes_credentials and not spec.takes_approval_token:
             return spec.function, call.args  # already a private copy
         kwargs = dict(call.args)

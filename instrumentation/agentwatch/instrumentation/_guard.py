@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Final
 
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.trace import Span, SpanKind, Tracer
+from opentelemetry.trace import Link, Span, SpanKind, Tracer
 from opentelemetry.util.types import AttributeValue
 
 if TYPE_CHECKING:
@@ -52,13 +52,16 @@ def start_span(
     strict: bool,
     start_time: int | None = None,
     kind: SpanKind = SpanKind.INTERNAL,
+    links: Sequence[Link] | None = None,
 ) -> Span:
     """Start a span; on failure return a non-recording span so the caller carries on.
 
     ``kind`` is ``CLIENT`` for calls to a remote model, else ``INTERNAL`` (runs, steps and tools run
     in the agent's process)."""
     try:
-        return tracer.start_span(name, context=context, kind=kind, attributes=attributes, start_time=start_time)
+        return tracer.start_span(
+            name, context=context, kind=kind, attributes=attributes, start_time=start_time, links=links
+        )
     except Exception as exc:
         telemetry_failed(f"starting span {name!r}", exc, strict=strict)
         return trace.INVALID_SPAN

@@ -32,6 +32,9 @@ __all__ = [
     "KillSwitchState",
     "KillSwitchUnavailable",
     "MemoryKillSwitch",
+    "parse_scope",
+    "scope_for",
+    "scope_parts",
 ]
 
 logger: Final = logging.getLogger("agentwatch.killswitch")
@@ -93,6 +96,32 @@ def _parse_scope(text: str) -> str:
         _check_name("tenant id", tenant, text)
         return scope
     raise ValueError(f"invalid kill-switch scope {text!r}: {_SCOPE_FORMS}")
+
+
+def parse_scope(text: str) -> str:
+    """Validate a kill-switch scope and return its canonical form; ValueError says what is accepted."""
+    return _parse_scope(text)
+
+
+def scope_for(agent: str | None = None, tenant_id: str | None = None) -> str:
+    """The scope covering ``agent`` and/or ``tenant_id``: ``*`` for neither (validated, canonical)."""
+    if agent and tenant_id:
+        return _parse_scope(f"{_AGENT}{agent}{_PAIR_SEPARATOR}{tenant_id}")
+    if agent:
+        return _parse_scope(_AGENT + agent)
+    if tenant_id:
+        return _parse_scope(_TENANT + tenant_id)
+    return _GLOBAL
+
+
+def scope_parts(scope: str) -> tuple[str | None, str | None]:
+    """``(agent, tenant_id)`` of a canonical scope; None where the scope does not name one."""
+    if scope.startswith(_AGENT):
+        agent, separator, tenant = scope[len(_AGENT) :].partition(_PAIR_SEPARATOR)
+        return agent, (tenant if separator else None)
+    if scope.startswith(_TENANT):
+        return None, scope[len(_TENANT) :]
+    return None, None
 
 
 def _candidate_scopes(agent: str, tenant_id: str | None) -> tuple[str, ...]:

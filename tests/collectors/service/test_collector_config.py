@@ -18,6 +18,12 @@ from _ports import free_port
 
 from agentwatch.collectors.config.auth import Authenticator, AuthError, Scope
 from agentwatch.collectors.config.settings import CollectorSettings, SettingsError, resolve
+from agentwatch.collectors.store.control_schema import (
+    APPROVALS_TABLE,
+    AUDIT_DENIALS_VIEW,
+    AUDIT_TABLE,
+    KILLSWITCH_TABLE,
+)
 from agentwatch.collectors.store.schema import (
     MIGRATIONS_TABLE,
     RUNS_TABLE,
@@ -31,8 +37,16 @@ from agentwatch.collectors.store.schema import (
 
 pytestmark = pytest.mark.integration  # real engines or processes: not in `make test-fast`
 
-TABLES = (TRACES_TABLE, TRACE_ID_TS_TABLE, RUNS_TABLE, TOOL_CALLS_TABLE)
-VIEWS = (TRACE_ID_TS_VIEW, RUNS_VIEW, TOOL_CALLS_VIEW)
+TABLES = (
+    TRACES_TABLE,
+    TRACE_ID_TS_TABLE,
+    RUNS_TABLE,
+    TOOL_CALLS_TABLE,
+    KILLSWITCH_TABLE,
+    APPROVALS_TABLE,
+    AUDIT_TABLE,
+)
+VIEWS = (TRACE_ID_TS_VIEW, RUNS_VIEW, TOOL_CALLS_VIEW, AUDIT_DENIALS_VIEW)
 
 
 # --- precedence ---------------------------------------------------------------------------------

@@ -247,8 +247,8 @@ def test_trace_id_lookup_table_and_view(clickhouse_store: ClickHouseStore) -> No
 
 def test_apply_is_versioned_and_idempotent(clickhouse_engine: ClickHouseStore, clickhouse_database: str) -> None:
     options = SchemaOptions(database=clickhouse_database)
-    assert [m.version for m in clickhouse_engine.pending_migrations(options)] == [1, 2, 3, 4, 5]
-    assert clickhouse_engine.ensure_schema(options) == [1, 2, 3, 4, 5]
+    assert [m.version for m in clickhouse_engine.pending_migrations(options)] == [1, 2, 3, 4, 5, 6]
+    assert clickhouse_engine.ensure_schema(options) == [1, 2, 3, 4, 5, 6]
     assert clickhouse_engine.ensure_schema(options) == []
     assert clickhouse_engine.pending_migrations(options) == []
     recorded = clickhouse_engine.query(
@@ -278,7 +278,7 @@ def test_apply_is_versioned_and_idempotent(clickhouse_engine: ClickHouseStore, c
 def test_apply_creates_a_missing_database(clickhouse_engine: ClickHouseStore) -> None:
     options = SchemaOptions(database=f"t_missing_{new_span_id()}")
     try:
-        assert clickhouse_engine.ensure_schema(options) == [1, 2, 3, 4, 5]
+        assert clickhouse_engine.ensure_schema(options) == [1, 2, 3, 4, 5, 6]
         assert count(clickhouse_engine, f"{options.database}.otel_traces") == 0
     finally:
         clickhouse_engine.command(f"DROP DATABASE IF EXISTS {options.database} SYNC")
@@ -557,12 +557,22 @@ def test_cluster_ddl_parses_and_is_replicated_and_distributed(clickhouse_engine:
         ("agent_tool_calls_foreign_mv", "agent_tool_calls"),
     ):
         assert f"`{view}` ON CLUSTER `prod`\nTO `agentwatch`.`{target}_local`\n" in text
-    # four views, two of them made again by migration 5 (runs and tool calls of other dialects)
-    assert text.count("FROM `agentwatch`.`otel_traces_local`") == 6
+    # four views, two of them made again by migration 5 (runs and tool calls of other dialects), and the
+    # audit trail's denials view of migration 6
+    assert text.count("FROM `agentwatch`.`otel_traces_local`") == 7
     assert text.count("DROP VIEW IF EXISTS `agentwatch`.`agent_runs_mv` ON CLUSTER `prod`") == 1
     assert "non_replicated_deduplication_window" not in text
-    assert text.count("replicated_deduplication_window = 10000") == 4
+    assert text.count("replicated_deduplication_window = 10000") == 7  # and the 3 control-plane tables
     assert "ReplicatedReplacingMergeTree('/clickhouse/tables/{database}/agentwatch_schema_migrations'" in text
+    # the control plane: every version of a key on one shard (the key is the sharding key)
+    for name, engine, key in (
+        ("agent_killswitch", "ReplicatedReplacingMergeTree", "cityHash64(Scope)"),
+        ("agent_approvals", "ReplicatedReplacingMergeTree", "cityHash64(ApprovalId)"),
+        ("agent_audit", "ReplicatedMergeTree", "cityHash64(TenantId)"),
+    ):
+        assert f"ENGINE = {engine}('/clickhouse/tables/{{shard}}/{{database}}/{name}_local', '{{replica}}'" in text
+        assert f"ENGINE = Distributed('prod', 'agentwatch', '{name}_local', {key})" in text
+    assert "`agent_audit_denials_mv` ON CLUSTER `prod`\nTO `agentwatch`.`agent_audit_local`\n" in text
 
 
 def test_single_node_render_matches_what_apply_runs() -> None:

@@ -177,7 +177,7 @@ def test_ensure_schema_creates_the_database_of_the_url(clickhouse_engine: ClickH
     store = ClickHouseStore.open(engine_url(clickhouse_engine, database))
     try:
         assert store.database == database
-        assert store.ensure_schema() == [1, 2, 3, 4, 5]
+        assert store.ensure_schema() == [1, 2, 3, 4, 5, 6]
         assert store.query("SELECT currentDatabase() AS db") == [{"db": database}]
     finally:
         store.command(f"DROP DATABASE IF EXISTS {database} SYNC")
@@ -202,7 +202,7 @@ from agentwatch.collectors.store.clickhouse import ClickHouseStore, StoreError
 
 first = ClickHouseStore.open("chdb://./nested/data")
 assert os.path.isdir("nested/data"), "directory not created"
-assert first.ensure_schema() == [1, 2, 3, 4, 5]
+assert first.ensure_schema() == [1, 2, 3, 4, 5, 6]
 first.insert_json_rows("otel_traces", sys.argv[1].encode(), dedup_token="t1")
 try:
     ClickHouseStore.open("chdb://./elsewhere")
@@ -336,7 +336,7 @@ def test_http_store_end_to_end_and_through_an_outage(tmp_path: Path, closed_port
     try:
         store = ClickHouseStore.open(f"http://alice:{PASSWORD_IN_URL}@127.0.0.1:{port}/agentwatch", connect_timeout=2)
         assert store.ping()
-        assert store.ensure_schema() == [1, 2, 3, 4, 5]  # creates the database named in the URL
+        assert store.ensure_schema() == [1, 2, 3, 4, 5, 6]  # creates the database named in the URL
         payload = json_rows([span_row(attributes=run_attributes("run-http"))])
         store.insert_json_rows("otel_traces", payload, dedup_token="http-1")
         store.insert_json_rows("otel_traces", payload, dedup_token="http-1")

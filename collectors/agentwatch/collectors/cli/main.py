@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TextIO, cast
 
+from agentwatch.collectors.cli.control import add_control_commands
 from agentwatch.collectors.cli.drift import add_drift_command
 from agentwatch.collectors.cli.read import add_read_commands
 from agentwatch.collectors.cli.replay import add_replay_command
@@ -149,6 +150,7 @@ _COLLECTOR_FLAGS = (
     "drift_alpha",
     "drift_canary_share",
     "drift_max_runs",
+    "approval_webhooks",
 )
 
 
@@ -173,7 +175,7 @@ def _add_collector(commands: argparse._SubParsersAction[argparse.ArgumentParser]
         "sql_max_result_rows": "rows one --sql query may return (default 100000)",
         "sql_max_result_bytes": "bytes one --sql query may return (default 128 MiB)",
         "spool": "directory of the durable spool (default ./agentwatch-spool)",
-        "tokens": "tokens file: token -> tenant and scopes (ingest, read, metrics, sql)",
+        "tokens": "tokens file: token -> tenant and scopes (ingest, read, metrics, sql, control)",
         "insecure_allow_remote": "allow listening beyond loopback without tokens",
         "header_timeout_seconds": "time for a request's head from its first byte, HTTP listeners (default 10)",
         "body_timeout_seconds": "time for a request's body from its head, HTTP listeners (default 30)",
@@ -197,6 +199,7 @@ def _add_collector(commands: argparse._SubParsersAction[argparse.ArgumentParser]
         "drift_alpha": "false-alarm level of the drift tests (default 0.05)",
         "drift_canary_share": "canary traffic share: 0.1 or support=0.1,billing=0.25 (default: estimated)",
         "drift_max_runs": "runs per evaluation at most, the earliest first (default 100000)",
+        "approval_webhooks": "comma-separated URL prefixes an approval may ask the collector to notify (default none)",
     }
     defaults = CollectorSettings()
     for name in _COLLECTOR_FLAGS:
@@ -247,8 +250,30 @@ def build_parser() -> argparse.ArgumentParser:
     add_read_commands(commands)
     add_replay_command(commands)
     add_drift_command(commands)
+    add_control_commands(commands)
     _add_artifact_commands(commands)
+    _add_mcp_proxy_command(commands)
     return parser
+
+
+def _add_mcp_proxy_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``mcp-proxy``: the instrumentation's MCP proxy, loaded only when it runs (the options are its own)."""
+    proxy = commands.add_parser(
+        "mcp-proxy", help="an MCP server fronting upstream MCP servers, every tool call through the gateway"
+    )
+    proxy.add_argument("--config", required=True, help="agentwatch YAML/JSON config with an mcp section")
+    proxy.add_argument("--stdio", action="store_true", help="serve one client over stdin/stdout (else Streamable HTTP)")
+    proxy.add_argument("--host", help="listen host (default: mcp.listen.host)")
+    proxy.add_argument("--port", type=int, help="listen port (default: mcp.listen.port)")
+    proxy.set_defaults(handler=_mcp_proxy)
+
+
+def _mcp_proxy(args: argparse.Namespace) -> int:
+    from agentwatch.instrumentation.integrations.mcp import proxy
+
+    argv = ["--config", args.config, *(["--stdio"] if args.stdio else [])]
+    argv += [*(["--host", args.host] if args.host else []), *(["--port", str(args.port)] if args.port else [])]
+    return proxy.main(argv)
 
 
 def _add_artifact_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -10,6 +10,9 @@ Tokens file (YAML or JSON)::
       - token: "change-me"              # or token_sha256: "<hex digest>"
         tenant: acme
         scopes: [ingest, read]          # metrics: GET /metrics on a non-loopback address
+        name: acme-agents               # optional: who this token is in the audit trail
+      - token: "oncall-secret"          # control: kill switch and approvals (no tenant: every tenant)
+        scopes: [control]
       - token: "grafana-secret"         # sql: the read-only ClickHouse SQL endpoint (--sql), for Grafana
         scopes: [sql]                   # no tenant: the SQL endpoint reads every tenant's rows
 
@@ -38,10 +41,13 @@ class Scope(StrEnum):
     METRICS = "metrics"
     # the read-only SQL endpoint for Grafana: every tenant's rows, so only tokens without a tenant
     SQL = "sql"
+    # the control plane (kill switch, approval decisions, the Alertmanager route): changes what agents
+    # may do. A tenant's control token only touches its own tenant; one without a tenant, the fleet.
+    CONTROL = "control"
 
 
 # scopes a token without a tenant may hold (they are not confined to one tenant anyway)
-TENANTLESS_SCOPES = frozenset({Scope.SQL, Scope.METRICS})
+TENANTLESS_SCOPES = frozenset({Scope.SQL, Scope.METRICS, Scope.CONTROL})
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +57,8 @@ class Principal:
 
     tenant: str | None
     scopes: frozenset[Scope]
+    # who, for the audit trail: the entry's ``name:`` or ``token:<first 8 hex digits of its digest>``
+    name: str = "anonymous"
 
 
 ANONYMOUS = Principal(tenant=None, scopes=frozenset(Scope))
@@ -102,7 +110,9 @@ class Authenticator:
             tenant = _entry_tenant(item.get("tenant"), scopes, where)
             if digest in entries:
                 raise SettingsError(f"{where}: duplicate token")
-            entries[digest] = Principal(tenant=tenant, scopes=scopes)
+            name = item.get("name")
+            label = name.strip() if isinstance(name, str) and name.strip() else f"token:{digest.hex()[:8]}"
+            entries[digest] = Principal(tenant=tenant, scopes=scopes, name=label)
         return cls(entries)
 
     def authenticate(self, authorization: str | None, scope: Scope) -> Principal:
@@ -125,6 +135,19 @@ class Authenticator:
         if scope not in found.scopes:
             raise AuthError(403, f"token lacks the {scope.value!r} scope")
         return found
+
+    def authenticate_any(self, authorization: str | None, scopes: tuple[Scope, ...]) -> Principal:
+        """Like ``authenticate``, for a route any one of ``scopes`` may reach (403 names them all)."""
+        last: AuthError | None = None
+        for scope in scopes:
+            try:
+                return self.authenticate(authorization, scope)
+            except AuthError as exc:
+                if exc.status == 401:
+                    raise
+                last = exc
+        assert last is not None
+        raise AuthError(403, "token lacks the " + " or ".join(repr(scope.value) for scope in scopes) + " scope")
 
 
 def _entry_tenant(tenant: object, scopes: frozenset[Scope], where: str) -> str | None:

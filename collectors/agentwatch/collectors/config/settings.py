@@ -75,6 +75,8 @@ class CollectorSettings:
     drift_alpha: float = 0.05
     drift_canary_share: str = ""  # "0.1" for every agent, or "support=0.1,billing=0.25"
     drift_max_runs: int = 100_000
+    # URL prefixes (comma-separated) an approval may ask the collector to notify; empty: none
+    approval_webhooks: str = ""
 
     def validate(self) -> CollectorSettings:
         """Check ranges and addresses; returns self so construction reads as one expression."""

@@ -27,6 +27,8 @@ from starlette.types import Scope as AsgiScope
 
 from agentwatch.collectors.config.auth import Authenticator, AuthError, Scope
 from agentwatch.collectors.config.settings import CollectorSettings, is_loopback, parse_address
+from agentwatch.collectors.control.api import control_routes
+from agentwatch.collectors.control.state import ControlPlane
 from agentwatch.collectors.drift.analyzer import DriftLoop, DriftOptions
 from agentwatch.collectors.ingest.grpc_receiver import start_grpc_server
 from agentwatch.collectors.ingest.http_receiver import create_app
@@ -194,6 +196,7 @@ class CollectorService:
             authenticator=self.authenticator,
             redactor=Redactor() if settings.redact else None,
         )
+        self.control = ControlPlane(self.store)
         self.drift_options = DriftOptions.from_settings(settings)
         self.drift_loop: DriftLoop | None = None
         if settings.drift_enabled:
@@ -234,6 +237,13 @@ class CollectorService:
                 authenticator=self.authenticator,
                 is_ready=self._is_ready,
                 drift_options=self.drift_options,
+            )
+            + control_routes(
+                control=self.control,
+                authenticator=self.authenticator,
+                is_ready=self._is_ready,
+                webhooks=tuple(url for url in self.settings.approval_webhooks.split(",") if url.strip()),
+                redactor=Redactor() if self.settings.redact else None,
             ),
         )
         timeouts = ReadTimeouts(

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
+from agentwatch.collectors.store.control_schema import v6_control
 from agentwatch.collectors.store.ddl import (
     TRACES_TABLE,
     SchemaOptions,
@@ -434,6 +435,7 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(3, "agent_tool_calls and its view", _v3_tool_calls),
     Migration(4, "otel_traces: the exporter's ALIAS columns and Duration codec", _v4_exporter_fidelity),
     Migration(5, "runs and tool calls read from other GenAI dialects", _v5_foreign_runs),
+    Migration(6, "control plane: agent_killswitch, agent_approvals, agent_audit and its denials view", v6_control),
 )
 """Every schema version in order. Append new versions; never edit an applied one."""
 

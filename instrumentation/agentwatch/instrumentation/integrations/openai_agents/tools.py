@@ -177,8 +177,16 @@ class GovernedInvoker:
 
 
 def is_governed(tool: object) -> bool:
-    """True for a function tool whose calls go through a gateway (``govern_tools``)."""
-    return isinstance(tool, FunctionTool) and isinstance(tool.on_invoke_tool, GovernedInvoker)
+    """True for a function tool whose calls go through a gateway (``govern_tools``; an MCP tool with MCP governance)."""
+    if not isinstance(tool, FunctionTool):
+        return False
+    if isinstance(tool.on_invoke_tool, GovernedInvoker):
+        return True
+    if getattr(tool, "_mcp_tool_binding", None) is None:
+        return False
+    from agentwatch.instrumentation.integrations.mcp import governs_mcp_calls
+
+    return governs_mcp_calls()
 
 
 def _governed_copy(tool: FunctionTool, governance: Governance) -> FunctionTool:
