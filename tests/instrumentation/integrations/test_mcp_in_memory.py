@@ -109,19 +109,19 @@ def test_hide_denied_and_the_run_gateway_wins_over_the_configured_one(governed: 
     assert counter == []
 
 
-def test_without_a_gateway_calls_are_allowed_and_traced_or_refused_when_required(
+def test_without_a_gateway_calls_are_refused_unless_allowed_explicitly(
     governed: Telemetry, caplog: pytest.LogCaptureFixture
 ) -> None:
     counter: list[str] = []
-    aw_mcp.instrument()
+    aw_mcp.instrument()  # default deny: no policy allows a call made outside any gateway
     with caplog.at_level(logging.WARNING, logger="agentwatch.instrumentation"):
-        _, write = run_calls(server(counter), ("close_ticket", {"ticket_id": "7"}), server_name="desk")
-    assert not write.isError
-    assert counter == ["7"]
-    aw_mcp.instrument(require_gateway=True)
-    _, refused = run_calls(server(counter), ("close_ticket", {"ticket_id": "8"}), server_name="desk")
+        _, refused = run_calls(server(counter), ("close_ticket", {"ticket_id": "7"}), server_name="desk")
     assert refused.isError
-    assert counter == ["7"]
+    assert counter == []
+    aw_mcp.instrument(require_gateway=False)
+    _, write = run_calls(server(counter), ("close_ticket", {"ticket_id": "8"}), server_name="desk")
+    assert not write.isError
+    assert counter == ["8"]
 
 
 def test_the_environment_opts_out(governed: Telemetry, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,7 +11,7 @@ Every ``mcp.ClientSession.call_tool`` (the ``mcp`` SDK, the Agents SDK's MCP ser
 (default deny), approvals, budgets, kill switch, idempotency and replay, with a ``tools/call
 {server}.{tool}`` span (kind CLIENT) that is also an ``execute_tool`` span, and the trace
 context in ``params._meta``. The gateway is the current run's when it has one, else the one
-given here; with neither, calls are allowed and traced (``require_gateway=True`` refuses them).
+given here; with neither, calls are refused: default deny (``require_gateway=False`` allows and traces them).
 
 Denied tools are listed and refused: the model sees the tool, and a refused call is answered
 with an MCP error result (``isError``) saying why, so the model can carry on without it

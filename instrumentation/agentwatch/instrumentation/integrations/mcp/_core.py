@@ -89,13 +89,14 @@ class McpGovernance:
     ``on_denied``: ``"refuse"`` answers a refused call with an MCP error result the model can
     read (the run goes on), ``"stop"`` also stops the run with ``policy_denied`` /
     ``approval_rejected``. ``hide_denied``: leave tools the policy denies out of ``tools/list``.
-    ``require_gateway``: with no gateway in reach, refuse every call instead of allowing it.
+    ``require_gateway``: with no gateway in reach, refuse every call (the default: no policy allowed
+    it); ``False`` lets such calls through, traced and kill-switchable but ungoverned.
     """
 
     gateway: ToolGateway | None = None
     on_denied: OnDenied = "refuse"
     hide_denied: bool = False
-    require_gateway: bool = False
+    require_gateway: bool = True
 
 
 _governance: McpGovernance = McpGovernance()
@@ -117,16 +118,17 @@ def _fallback_gateway(require: bool) -> ToolGateway:
     with _lock:
         gateway = _fallback.get(require)
         if gateway is None:
-            # no policy was given: allow (the call is still traced, budgeted and kill-switchable
-            # through AGENTWATCH_KILL_SWITCH) unless require_gateway asks to refuse everything
+            # no policy was given: refuse (default deny), unless require_gateway=False lets the call
+            # through (still traced, budgeted and kill-switchable through AGENTWATCH_KILL_SWITCH)
             gateway = ToolGateway(policy=Policy(allow=[] if require else ["*"]), tools={})
             _fallback[require] = gateway
-        if not require and not _warned:
+        if not _warned:
             _warned.append(True)
             logger.warning(
-                "MCP tool call outside any ToolGateway: allowed and traced; pass "
+                "MCP tool call outside any ToolGateway: %s; pass "
                 "agentwatch.instrumentation.integrations.mcp.instrument(gateway=...) or run it in "
-                "agent_run(..., gateway=...) to apply a policy"
+                "agent_run(..., gateway=...) to apply a policy",
+                "refused (no policy allows it)" if require else "allowed and traced (require_gateway=False)",
             )
     return gateway
 

@@ -23,7 +23,7 @@ def instrument(
     gateway: ToolGateway | None = None,
     on_denied: OnDenied = "refuse",
     hide_denied: bool = False,
-    require_gateway: bool = False,
+    require_gateway: bool = True,
     **_options: Any,
 ) -> None:
     """Govern every MCP tool call of this process (idempotent; a second call updates the settings).
