@@ -324,7 +324,12 @@ def test_prometheus_alert_reaches_the_pager_through_the_helper_stack(
     target = alertmanager.url.removeprefix("http://")
     with Prometheus(tmp_path / "prometheus", scrape_targets=[target], alertmanager_url=alertmanager.url) as prometheus:
         prometheus.wait_scraped(timeout_s=60)
+        # the targets API can report a scrape a moment before its samples are queryable
+        deadline = time.monotonic() + 10
         up = prometheus.query('up{job="agentwatch-collector"}')
+        while not up["result"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+            up = prometheus.query('up{job="agentwatch-collector"}')
         assert [sample["value"][1] for sample in up["result"]] == ["1"]
         with pytest.raises(RuntimeError, match="parse error"):
             prometheus.query("sum(")

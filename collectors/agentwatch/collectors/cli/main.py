@@ -349,6 +349,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:  # Ctrl-C: one line and the shell's code for SIGINT, no traceback
         print(f"agentwatch {args.command}: interrupted", file=sys.stderr)
         result = 130
+        if args.command == "demo":
+            # the demo drove agent runtimes whose worker threads and exit hooks (thread pools, span
+            # exporters) may still wait on work the interrupt cut short; its collector has stopped
+            # and what it acknowledged is in the spool, so nothing is lost by leaving now
+            sys.stderr.flush()
+            sys.stdout.flush()
+            os._exit(result)
     finally:
         sys.stdout = stdout
     return result
