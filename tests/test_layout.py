@@ -44,12 +44,13 @@ def _imports(path: Path) -> set[str]:
 # always import its own modules; module-level and function-level imports count alike.
 COLLECTOR_PACKAGES: dict[str, set[str]] = {
     "metric_names": set(),  # the metric contract: names only, for dashboards and alerts too
+    "dialect_names": set(),  # attribute names of the GenAI dialects agentwatch reads, for ingest and read
     "_examples": set(),  # finds the shipped example agents
     "metrics": {"metric_names"},
     "store": {"metrics"},
-    "read": {"store"},
+    "read": {"store", "dialect_names"},
     "config": {"store", "read"},  # settings validate store URLs and time windows with their owners' parsers
-    "ingest": {"config", "store", "metrics"},
+    "ingest": {"config", "store", "metrics", "dialect_names"},
     "drift": {"config", "store", "read", "metrics"},
     "replay": {"store", "read", "_examples"},
     "control": {"config", "store", "read"},  # kill switch, approvals, audit: state in the store, HTTP routes

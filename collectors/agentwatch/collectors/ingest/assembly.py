@@ -344,13 +344,12 @@ class RunAssembler:
 
     @staticmethod
     def _encode(converted: Converted, staged: Staged) -> None:
-        """Rewrite the JSON lines of the stamped rows from their values (rows are rebuilt once)."""
+        """Rewrite the JSON lines of the stamped rows (and only those) from their values."""
         if not staged._stamped:
             return
-        converted._rows = None
-        rows = converted.rows
+        converted._rows = None  # a cached row would not hold the stamps
         for index in staged._stamped:
-            converted.lines[index] = encode_rows([rows[index]]).decode("utf-8")
+            converted.lines[index] = encode_rows([converted.row(index)]).decode("utf-8")
 
 
 __all__ = ["Observation", "RunAssembler", "Staged"]

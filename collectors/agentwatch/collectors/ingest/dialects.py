@@ -17,6 +17,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
+from agentwatch.collectors.dialect_names import (
+    GEN_AI_SYSTEM,
+    GEN_AI_USAGE_COMPLETION_TOKENS,
+    GEN_AI_USAGE_PROMPT_TOKENS,
+    LLM_OPERATIONS,
+    OPENINFERENCE_CACHE_READ_TOKENS,
+    OPENINFERENCE_COMPLETION_TOKENS,
+    OPENINFERENCE_MODEL,
+    OPENINFERENCE_PROMPT_TOKENS,
+    OPENINFERENCE_SPAN_KIND,
+    OPENINFERENCE_TOOL_NAME,
+    TRACELOOP_ENTITY_NAME,
+    TRACELOOP_SPAN_KIND,
+)
 from agentwatch.instrumentation import semconv
 
 DIALECT: Final = semconv.DIALECT
@@ -62,11 +76,7 @@ class SpanFacts:
 
 # --- the keys of each dialect ------------------------------------------------------------------
 
-_OPENINFERENCE_KIND: Final = "openinference.span.kind"
-_TRACELOOP_KIND: Final = "traceloop.span.kind"
-_TRACELOOP_ENTITY: Final = "traceloop.entity.name"
 _TRACELOOP_REQUEST_TYPE: Final = "llm.request.type"
-_GEN_AI_SYSTEM: Final = "gen_ai.system"  # the provider's name before gen_ai.provider.name
 _OPENLIT_SDK: Final = "openlit"
 # instrumentation scopes of the GenAI instrumentations whose spans may carry agentwatch's run id
 _FOREIGN_SCOPES: Final = (
@@ -76,35 +86,34 @@ _FOREIGN_SCOPES: Final = (
     "traceloop",
     "opentelemetry.util.genai",
 )
-_GEN_AI_MARKERS: Final = (semconv.GEN_AI_OPERATION_NAME, _GEN_AI_SYSTEM, semconv.GEN_AI_PROVIDER_NAME)
+_GEN_AI_MARKERS: Final = (semconv.GEN_AI_OPERATION_NAME, GEN_AI_SYSTEM, semconv.GEN_AI_PROVIDER_NAME)
 _TELEMETRY_SDK_NAME: Final = "telemetry.sdk.name"
 
 # the GenAI conventions' operations, by the role they play in a run
-_LLM_OPERATIONS: Final = frozenset({"chat", "text_completion", "generate_content", "embeddings", "completion"})
 _AGENT_OPERATIONS: Final = frozenset({semconv.OP_INVOKE_AGENT, "agent"})
 _TOOL_OPERATIONS: Final = frozenset({semconv.OP_EXECUTE_TOOL})
 
 # input tokens under the names the dialects (and older versions of the conventions) use
 _INPUT_TOKENS: Final = (
     semconv.GEN_AI_USAGE_INPUT_TOKENS,
-    "gen_ai.usage.prompt_tokens",
-    "llm.token_count.prompt",
+    GEN_AI_USAGE_PROMPT_TOKENS,
+    OPENINFERENCE_PROMPT_TOKENS,
     "llm.usage.prompt_tokens",
 )
 _OUTPUT_TOKENS: Final = (
     semconv.GEN_AI_USAGE_OUTPUT_TOKENS,
-    "gen_ai.usage.completion_tokens",
-    "llm.token_count.completion",
+    GEN_AI_USAGE_COMPLETION_TOKENS,
+    OPENINFERENCE_COMPLETION_TOKENS,
     "llm.usage.completion_tokens",
 )
 _CACHED_TOKENS: Final = (
     semconv.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS,
     "gen_ai.usage.cached_tokens",
-    "llm.token_count.prompt_details.cache_read",
+    OPENINFERENCE_CACHE_READ_TOKENS,
     "gen_ai.usage.cache_read_input_tokens",
 )
-_MODELS: Final = (semconv.GEN_AI_RESPONSE_MODEL, semconv.GEN_AI_REQUEST_MODEL, "llm.model_name")
-_PROVIDERS: Final = (semconv.GEN_AI_PROVIDER_NAME, _GEN_AI_SYSTEM, "llm.provider", "llm.system")
+_MODELS: Final = (semconv.GEN_AI_RESPONSE_MODEL, semconv.GEN_AI_REQUEST_MODEL, OPENINFERENCE_MODEL)
+_PROVIDERS: Final = (semconv.GEN_AI_PROVIDER_NAME, GEN_AI_SYSTEM, "llm.provider", "llm.system")
 _CONVERSATIONS: Final = (
     semconv.GEN_AI_CONVERSATION_ID,
     "session.id",
@@ -173,8 +182,8 @@ def is_own(attributes: Mapping[str, str], scope: str) -> bool:
     return (
         semconv.RUN_ID in attributes
         and not scope.startswith(_FOREIGN_SCOPES)
-        and _OPENINFERENCE_KIND not in attributes
-        and _TRACELOOP_KIND not in attributes
+        and OPENINFERENCE_SPAN_KIND not in attributes
+        and TRACELOOP_SPAN_KIND not in attributes
     )
 
 
@@ -182,15 +191,19 @@ def dialect_of(attributes: Mapping[str, str], resource: Mapping[str, str], scope
     """Which dialect wrote a span, or None for agentwatch's own spans and spans of no GenAI dialect."""
     if is_own(attributes, scope):
         return None
-    if _OPENINFERENCE_KIND in attributes:
+    if OPENINFERENCE_SPAN_KIND in attributes:
         return Dialect.OPENINFERENCE
-    if _TRACELOOP_KIND in attributes or _TRACELOOP_ENTITY in attributes or _TRACELOOP_REQUEST_TYPE in attributes:
+    if (
+        TRACELOOP_SPAN_KIND in attributes
+        or TRACELOOP_ENTITY_NAME in attributes
+        or _TRACELOOP_REQUEST_TYPE in attributes
+    ):
         return Dialect.OPENLLMETRY
     if scope.startswith(_OPENLIT_SDK) or resource.get(_TELEMETRY_SDK_NAME) == _OPENLIT_SDK:
         return Dialect.OPENLIT
     if (
         semconv.GEN_AI_OPERATION_NAME in attributes
-        or _GEN_AI_SYSTEM in attributes
+        or GEN_AI_SYSTEM in attributes
         or semconv.GEN_AI_PROVIDER_NAME in attributes
     ):
         return Dialect.OTEL_GENAI
@@ -210,19 +223,19 @@ def read_span(attributes: Mapping[str, str], resource: Mapping[str, str], scope:
     if dialect is None:
         return None
     if dialect is Dialect.OPENINFERENCE:
-        role = _OPENINFERENCE_ROLES.get(attributes[_OPENINFERENCE_KIND].upper(), Role.OTHER)
+        role = _OPENINFERENCE_ROLES.get(attributes[OPENINFERENCE_SPAN_KIND].upper(), Role.OTHER)
         agent_attribute = attributes.get("agent.name", "")
-        tool = attributes.get("tool.name", "")
+        tool = attributes.get(OPENINFERENCE_TOOL_NAME, "")
         if role is Role.TOOL and not tool:
             # the Agents SDK's handoffs are TOOL spans without a tool name ("handoff to X"): structure
             role = Role.OTHER if name.startswith("handoff") else role
             tool = name
     elif dialect is Dialect.OPENLLMETRY:
-        kind = attributes.get(_TRACELOOP_KIND, "")
+        kind = attributes.get(TRACELOOP_SPAN_KIND, "")
         role = _TRACELOOP_ROLES.get(kind, Role.OTHER)
         if _TRACELOOP_REQUEST_TYPE in attributes or (role is Role.OTHER and _first(attributes, _MODELS)):
             role = Role.LLM
-        entity = attributes.get(_TRACELOOP_ENTITY, "")
+        entity = attributes.get(TRACELOOP_ENTITY_NAME, "")
         agent_attribute = attributes.get(semconv.GEN_AI_AGENT_NAME) or (entity if role is Role.AGENT else "")
         tool = attributes.get(semconv.GEN_AI_TOOL_NAME) or (entity if role is Role.TOOL else "")
     else:  # the GenAI conventions, which OpenLIT follows with a few names of its own
@@ -231,7 +244,7 @@ def read_span(attributes: Mapping[str, str], resource: Mapping[str, str], scope:
             role = Role.AGENT
         elif operation in _TOOL_OPERATIONS:
             role = Role.TOOL
-        elif operation in _LLM_OPERATIONS or (not operation and _first(attributes, _MODELS)):
+        elif operation in LLM_OPERATIONS or (not operation and _first(attributes, _MODELS)):
             role = Role.LLM
         else:
             role = Role.OTHER

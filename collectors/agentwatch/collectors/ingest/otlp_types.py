@@ -111,15 +111,17 @@ class Converted:
     def rows(self) -> list[Row]:
         """One dict per accepted span, keyed by ``ROW_COLUMNS`` (made on first use, then kept)."""
         if self._rows is None:
-            rows: list[Row] = []
-            for values in self.values:
-                row: Row = dict(zip(_FLAT_COLUMNS, values[:_NESTED_AT], strict=True))
-                nested = (*values[_NESTED_AT], *values[_NESTED_AT + 1])  # type: ignore[misc]
-                for column, items in zip(_NESTED_COLUMNS, nested, strict=True):
-                    row[column] = list(items)
-                rows.append(row)
-            self._rows = rows
+            self._rows = [self.row(index) for index in range(len(self.values))]
         return self._rows
+
+    def row(self, index: int) -> Row:
+        """One accepted span's row (made anew from its values, which may have changed since ``rows``)."""
+        values = self.values[index]
+        row: Row = dict(zip(_FLAT_COLUMNS, values[:_NESTED_AT], strict=True))
+        nested = (*values[_NESTED_AT], *values[_NESTED_AT + 1])  # type: ignore[misc]
+        for column, items in zip(_NESTED_COLUMNS, nested, strict=True):
+            row[column] = list(items)
+        return row
 
     @property
     def spans(self) -> list[tuple[dict[str, str], int]]:

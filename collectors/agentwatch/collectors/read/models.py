@@ -11,6 +11,18 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
+from agentwatch.collectors.dialect_names import (  # the trace tree reads and renders them
+    GEN_AI_USAGE_COMPLETION_TOKENS,
+    GEN_AI_USAGE_PROMPT_TOKENS,
+    OPENINFERENCE_COMPLETION_TOKENS,
+    OPENINFERENCE_MODEL,
+    OPENINFERENCE_PROMPT_TOKENS,
+    OPENINFERENCE_SPAN_KIND,
+    OPENINFERENCE_TOOL_NAME,
+    TRACELOOP_ENTITY_NAME,
+    TRACELOOP_SPAN_KIND,
+)
+
 
 def iso_utc(moment: datetime) -> str:
     """ISO-8601 UTC with microseconds and a ``Z``: the times of the read JSON."""
@@ -20,20 +32,6 @@ def iso_utc(moment: datetime) -> str:
 def from_ns(nanos: int) -> datetime:
     """An aware UTC time from Unix nanoseconds (as the SQL reads them), to the microsecond."""
     return datetime.fromtimestamp(nanos // 1_000_000_000, UTC) + timedelta(microseconds=(nanos % 1_000_000_000) // 1000)
-
-
-# Attributes of other GenAI dialects, as their instrumentations emit them (stored unchanged), that the
-# trace tree reads and renders.
-OPENINFERENCE_SPAN_KIND: Final = "openinference.span.kind"
-OPENINFERENCE_MODEL: Final = "llm.model_name"
-OPENINFERENCE_PROMPT_TOKENS: Final = "llm.token_count.prompt"
-OPENINFERENCE_COMPLETION_TOKENS: Final = "llm.token_count.completion"
-OPENINFERENCE_TOOL_NAME: Final = "tool.name"
-TRACELOOP_SPAN_KIND: Final = "traceloop.span.kind"
-TRACELOOP_ENTITY_NAME: Final = "traceloop.entity.name"
-# older GenAI conventions (OpenLLMetry, OpenLIT before gen_ai.usage.input_tokens)
-GEN_AI_USAGE_PROMPT_TOKENS: Final = "gen_ai.usage.prompt_tokens"
-GEN_AI_USAGE_COMPLETION_TOKENS: Final = "gen_ai.usage.completion_tokens"
 
 
 @dataclass(frozen=True, slots=True)

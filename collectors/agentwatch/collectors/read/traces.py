@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
+from agentwatch.collectors.dialect_names import LLM_OPERATIONS
 from agentwatch.collectors.read.filters import StoreReader, check_text
 from agentwatch.collectors.read.models import (
     GEN_AI_USAGE_COMPLETION_TOKENS,
@@ -43,8 +44,6 @@ assert re.fullmatch(r"[a-z_.]+", semconv.TENANT_ID)
 _TRACE_ID = re.compile(r"[0-9a-fA-F]{32}")
 _NULL_TRACE_ID: Final = "0" * 32
 
-# Standard GenAI operation names of model calls (semconv pins only `chat`; runtimes emit the others).
-_LLM_OPERATIONS: Final = frozenset({semconv.OP_CHAT, "text_completion", "generate_content", "embeddings"})
 
 _OPENINFERENCE_LLM_KINDS: Final = frozenset({"LLM", "EMBEDDING"})
 
@@ -165,7 +164,7 @@ def span_kind_of(attributes: Mapping[str, str]) -> str:
         return "step"
     if operation == semconv.OP_EXECUTE_TOOL:
         return "tool"
-    if operation in _LLM_OPERATIONS:
+    if operation in LLM_OPERATIONS:
         return "llm"
     if operation:
         return "other"
