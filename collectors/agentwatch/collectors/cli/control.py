@@ -29,14 +29,15 @@ import urllib.request
 from typing import Any
 
 from agentwatch.collectors.cli.read import (
-    _TIMEOUT_S,
     DEFAULT_COLLECTOR,
     EXIT_NOT_FOUND,
     EXIT_OK,
     EXIT_USAGE,
     TOKEN_ENV,
     ReadError,
-    _error_message,
+    _Refused,
+    collector_url,
+    exchange_json,
 )
 from agentwatch.collectors.control.alertmanager import parse_duration
 
@@ -49,40 +50,24 @@ class ControlClient:
     """The control API of a running collector, over urllib."""
 
     def __init__(self, url: str, token: str | None) -> None:
-        parsed = urllib.parse.urlsplit(url)
-        if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise ControlError(f"--collector must be an http(s)://HOST:PORT URL, got {url!r}")
-        self.base = url.rstrip("/")
+        try:
+            self.base = collector_url(url)
+        except ReadError as exc:
+            raise ControlError(str(exc)) from None
         self.token = token
 
     def call(
         self, method: str, path: str, *, body: dict[str, Any] | None = None, params: dict[str, str] | None = None
     ) -> dict[str, Any]:
         query = ("?" + urllib.parse.urlencode(params)) if params else ""
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self.base + path + query, data=data, method=method)
-        request.add_header("Accept", "application/json")
-        if data is not None:
-            request.add_header("Content-Type", "application/json")
-        if self.token:
-            request.add_header("Authorization", f"Bearer {self.token}")
         try:
-            with urllib.request.urlopen(request, timeout=_TIMEOUT_S) as response:
-                payload = response.read()
-        except urllib.error.HTTPError as exc:
-            message = _error_message(exc)
-            code = EXIT_NOT_FOUND if exc.code in (404, 409) else EXIT_USAGE
-            raise ControlError(f"collector {self.base} answered {exc.code}: {message}", code) from None
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-            reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
-            raise ControlError(f"cannot reach collector {self.base}: {reason}") from None
-        try:
-            document = json.loads(payload)
-        except ValueError:
-            raise ControlError(f"collector {self.base} did not answer JSON (is it an agentwatch collector?)") from None
-        if not isinstance(document, dict):
-            raise ControlError(f"collector {self.base} answered an unexpected document")
-        return document
+            return exchange_json(
+                self.base + path + query, self.token, f"collector {self.base}", method=method, body=body
+            )
+        except _Refused as exc:
+            raise ControlError(str(exc), EXIT_NOT_FOUND if exc.status in (404, 409) else EXIT_USAGE) from None
+        except ReadError as exc:
+            raise ControlError(str(exc)) from None
 
 
 def _client(args: argparse.Namespace) -> ControlClient:

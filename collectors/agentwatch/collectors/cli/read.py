@@ -51,6 +51,54 @@ class _Unreachable(ReadError):
     """Nothing answers at the collector URL (so the default resolution may try the store instead)."""
 
 
+class _Refused(ReadError):
+    """The collector answered with an error status (``status``)."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def collector_url(url: str) -> str:
+    """``url`` without its trailing slash, checked to be an http(s)://HOST:PORT URL (ReadError otherwise)."""
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ReadError(f"--collector must be an http(s)://HOST:PORT URL, got {url!r}")
+    return url.rstrip("/")
+
+
+def exchange_json(
+    url: str, token: str | None, description: str, *, method: str = "GET", body: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """One request to a collector's API and its JSON object answer.
+
+    An error status raises ``_Refused`` (with the collector's own error message), no answer
+    ``_Unreachable``, an answer that is no JSON object ``ReadError``.
+    """
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method, headers={"Accept": "application/json"})
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=_TIMEOUT_S) as response:
+            payload = response.read()
+    except urllib.error.HTTPError as exc:
+        raise _Refused(f"{description} answered {exc.code}: {_error_message(exc)}", exc.code) from None
+    except urllib.error.URLError as exc:
+        raise _Unreachable(f"cannot reach {description}: {exc.reason}") from None
+    except (TimeoutError, ConnectionError) as exc:
+        raise _Unreachable(f"cannot reach {description}: {exc}") from None
+    try:
+        document = json.loads(payload)
+    except ValueError:
+        raise ReadError(f"{description} did not answer JSON (is it an agentwatch collector?)") from None
+    if not isinstance(document, dict):
+        raise ReadError(f"{description} answered an unexpected document")
+    return document
+
+
 class Source(Protocol):
     """Where runs and traces come from: a collector's read API or a store opened here."""
 
@@ -69,37 +117,19 @@ class CollectorSource:
     """The read API of a running collector, over urllib."""
 
     def __init__(self, url: str, token: str | None) -> None:
-        parsed = urllib.parse.urlsplit(url)
-        if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise ReadError(f"--collector must be an http(s)://HOST:PORT URL, got {url!r}")
-        self.base = url.rstrip("/")
+        self.base = collector_url(url)
         self.token = token
         self.description = f"collector {self.base}"
 
     def get_document(self, path: str, params: dict[str, str]) -> dict[str, Any] | None:
         """GET a JSON document; None on 404; ReadError (or _Unreachable) otherwise."""
         query = ("?" + urllib.parse.urlencode(params)) if params else ""
-        request = urllib.request.Request(self.base + path + query, headers={"Accept": "application/json"})
-        if self.token:
-            request.add_header("Authorization", f"Bearer {self.token}")
         try:
-            with urllib.request.urlopen(request, timeout=_TIMEOUT_S) as response:
-                body = response.read()
-        except urllib.error.HTTPError as exc:
-            if exc.code == 404:
+            return exchange_json(self.base + path + query, self.token, self.description)
+        except _Refused as exc:
+            if exc.status == 404:
                 return None
-            raise ReadError(f"{self.description} answered {exc.code}: {_error_message(exc)}") from None
-        except urllib.error.URLError as exc:
-            raise _Unreachable(f"cannot reach {self.description}: {exc.reason}") from None
-        except (TimeoutError, ConnectionError) as exc:
-            raise _Unreachable(f"cannot reach {self.description}: {exc}") from None
-        try:
-            document = json.loads(body)
-        except ValueError:
-            raise ReadError(f"{self.description} did not answer JSON (is it an agentwatch collector?)") from None
-        if not isinstance(document, dict):
-            raise ReadError(f"{self.description} answered an unexpected document")
-        return document
+            raise
 
     def runs(self, params: dict[str, str], flt: RunFilter) -> list[RunSummary]:
         # the raw strings go to the server, which applies the same parsing ("15m" is relative to its clock)
